@@ -1,0 +1,28 @@
+# The two front-door commands are `make dev` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install whenever the dependency list or its pinned versions change.
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/cariosan dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+"""Cariosan: a self-hosted chat backend."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from cariosan.cli import main
+
+main()

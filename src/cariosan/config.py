@@ -1,0 +1,204 @@
+"""The one settings object, built once from `CARIOS_*` variables (and `./.env`) and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MIN_JWT_SECRET_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """An operator mistake in the configuration; the message says what to fix, in one line."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-deployment limits (API.md defaults)."""
+
+    max_message_chars: int = 10_000
+    max_body_bytes: int = 1024 * 1024
+    max_attachment_bytes: int = 100 * 1024 * 1024
+    user_messages_per_second: int = 20
+    user_requests_per_minute: int = 600
+    workspace_requests_per_minute: int = 60_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    s3_endpoint: str | None = None
+    s3_bucket: str = "cariosan"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    storage_dir: Path = Path(".cariosan/attachments")
+    jwt_secret: str = ""
+    jwt_secret_previous: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 8080
+    public_url: str = "http://localhost:8080"
+    log_level: str = "info"
+    # How long boot waits for PostgreSQL before giving up with a clear error.
+    database_wait_seconds: float = 30.0
+    limits: Limits = field(default_factory=Limits)
+    # Standard OTEL_* variables, kept as given so the exporter reads them the standard way.
+    otel: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def tracing_enabled(self) -> bool:
+        return (
+            bool(
+                self.otel.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                or self.otel.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            )
+            and self.otel.get("OTEL_SDK_DISABLED", "").lower() != "true"
+        )
+
+    @property
+    def uses_s3(self) -> bool:
+        return bool(self.s3_endpoint)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def require_database(self) -> str:
+        if not self.database_url:
+            raise ConfigError(
+                "CARIOS_DATABASE_URL is not set: set it to a PostgreSQL DSN, "
+                "e.g. postgresql://user:password@host:5432/cariosan"
+            )
+        return self.database_url
+
+    def require_jwt_secret(self) -> str:
+        if not self.jwt_secret:
+            raise ConfigError(
+                "CARIOS_JWT_SECRET is not set: set it to a random string of at least "
+                f"{MIN_JWT_SECRET_LENGTH} characters (e.g. `openssl rand -hex 32`)"
+            )
+        if len(self.jwt_secret) < MIN_JWT_SECRET_LENGTH:
+            raise ConfigError(
+                f"CARIOS_JWT_SECRET is {len(self.jwt_secret)} characters long: it must have at "
+                f"least {MIN_JWT_SECRET_LENGTH} (e.g. `openssl rand -hex 32`)"
+            )
+        if self.jwt_secret_previous is not None and (
+            len(self.jwt_secret_previous) < MIN_JWT_SECRET_LENGTH
+        ):
+            raise ConfigError(
+                f"CARIOS_JWT_SECRET_PREVIOUS must have at least {MIN_JWT_SECRET_LENGTH} characters"
+            )
+        return self.jwt_secret
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a `.env` file: KEY=VALUE lines, `#` comments, optional `export` and quotes."""
+    values: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return values
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key.replace("_", "").isalnum():
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {raw.strip()!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _str(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    return value if value else None
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+) -> Settings:
+    """Build the settings from the environment; `./.env` fills in what the environment lacks."""
+    env: dict[str, str] = {}
+    if dotenv is not None:
+        env.update(read_dotenv(dotenv))
+    env.update(os.environ if environ is None else environ)
+
+    log_level = (env.get("CARIOS_LOG_LEVEL") or "info").lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"CARIOS_LOG_LEVEL={log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+    port = _int(env, "CARIOS_PORT", 8080)
+    if port > 65535:
+        raise ConfigError(f"CARIOS_PORT={port} is not a TCP port")
+
+    s3_endpoint = _str(env, "CARIOS_S3_ENDPOINT")
+    s3_access_key = _str(env, "CARIOS_S3_ACCESS_KEY")
+    s3_secret_key = _str(env, "CARIOS_S3_SECRET_KEY")
+    if s3_endpoint and not (s3_access_key and s3_secret_key):
+        raise ConfigError(
+            "CARIOS_S3_ENDPOINT is set but CARIOS_S3_ACCESS_KEY or CARIOS_S3_SECRET_KEY is not"
+        )
+
+    defaults = Limits()
+    limits = Limits(
+        max_message_chars=_int(env, "CARIOS_MAX_MESSAGE_CHARS", defaults.max_message_chars),
+        max_body_bytes=_int(env, "CARIOS_MAX_BODY_BYTES", defaults.max_body_bytes),
+        max_attachment_bytes=_int(
+            env, "CARIOS_MAX_ATTACHMENT_BYTES", defaults.max_attachment_bytes
+        ),
+        user_messages_per_second=_int(
+            env, "CARIOS_RATE_USER_MESSAGES_PER_SECOND", defaults.user_messages_per_second
+        ),
+        user_requests_per_minute=_int(
+            env, "CARIOS_RATE_USER_REQUESTS_PER_MINUTE", defaults.user_requests_per_minute
+        ),
+        workspace_requests_per_minute=_int(
+            env, "CARIOS_RATE_WORKSPACE_REQUESTS_PER_MINUTE", defaults.workspace_requests_per_minute
+        ),
+    )
+
+    return Settings(
+        database_url=_str(env, "CARIOS_DATABASE_URL"),
+        redis_url=_str(env, "CARIOS_REDIS_URL"),
+        s3_endpoint=s3_endpoint,
+        s3_bucket=env.get("CARIOS_S3_BUCKET") or "cariosan",
+        s3_access_key=s3_access_key,
+        s3_secret_key=s3_secret_key,
+        s3_region=env.get("CARIOS_S3_REGION") or "us-east-1",
+        storage_dir=Path(env.get("CARIOS_STORAGE_DIR") or ".cariosan/attachments"),
+        jwt_secret=env.get("CARIOS_JWT_SECRET", ""),
+        jwt_secret_previous=_str(env, "CARIOS_JWT_SECRET_PREVIOUS"),
+        host=env.get("CARIOS_HOST") or "0.0.0.0",
+        port=port,
+        public_url=(env.get("CARIOS_PUBLIC_URL") or "http://localhost:8080").rstrip("/"),
+        log_level=log_level,
+        database_wait_seconds=float(_int(env, "CARIOS_DATABASE_WAIT_SECONDS", 30, minimum=0)),
+        limits=limits,
+        otel={k: v for k, v in env.items() if k.startswith("OTEL_")},
+    )

@@ -1,0 +1,133 @@
+"""Connecting to PostgreSQL: a pool, waiting for the server at boot, and clear failures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from cariosan.errors import Unavailable
+
+# Errors that mean "the server is not there (yet)", worth waiting out at boot.
+_TRANSIENT = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+# Errors that mean the store went away while serving: callers get 503 UNAVAILABLE.
+_UNAVAILABLE = (
+    *_TRANSIENT,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
+class DatabaseUnreachable(Exception):
+    """PostgreSQL could not be reached in time, or refused us; the message is one line."""
+
+
+def describe_dsn(dsn: str) -> str:
+    """host:port/dbname of a DSN, without credentials, for messages and logs."""
+    parts = urlsplit(dsn)
+    host = parts.hostname or "localhost"
+    port = parts.port or 5432
+    return f"{host}:{port}{parts.path or '/'}"
+
+
+async def connect(dsn: str, timeout: float = 10.0) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(dsn, timeout=timeout)
+    except _UNAVAILABLE as exc:
+        raise Unavailable(f"PostgreSQL is unavailable: {exc.__class__.__name__}") from exc
+
+
+async def wait_for_database(dsn: str, wait_seconds: float) -> None:
+    """Return once PostgreSQL accepts a connection; raise DatabaseUnreachable after `wait_seconds`.
+
+    Only "not there yet" errors are waited out; a wrong password or a missing database is an
+    operator mistake and fails at once.
+    """
+    deadline = time.monotonic() + wait_seconds
+    where = describe_dsn(dsn)
+    delay = 0.2
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=min(5.0, max(wait_seconds, 0.5)))
+        except _TRANSIENT as exc:
+            if time.monotonic() + delay > deadline:
+                raise DatabaseUnreachable(
+                    f"PostgreSQL at {where} did not answer within {wait_seconds:g} s "
+                    f"({_reason(exc)}): check CARIOS_DATABASE_URL and that PostgreSQL is running"
+                ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        except asyncpg.exceptions.InvalidPasswordError:
+            raise DatabaseUnreachable(
+                f"PostgreSQL at {where} rejected the credentials: check CARIOS_DATABASE_URL"
+            ) from None
+        except asyncpg.exceptions.InvalidCatalogNameError:
+            raise DatabaseUnreachable(
+                f"PostgreSQL at {where}: the database does not exist; create it or fix "
+                "CARIOS_DATABASE_URL"
+            ) from None
+        except (asyncpg.exceptions.PostgresError, ValueError) as exc:
+            raise DatabaseUnreachable(
+                f"PostgreSQL at {where} refused the connection: {_reason(exc)}"
+            ) from None
+        else:
+            await conn.close()
+            return
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+class Database:
+    """The connection pool. Every use goes through `connection()` or `transaction()` so that a
+    vanished server surfaces as `Unavailable` (503), never as a 500."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str, *, min_size: int = 2, max_size: int = 20) -> Database:
+        try:
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, command_timeout=60
+            )
+        except _UNAVAILABLE as exc:
+            raise Unavailable(f"PostgreSQL is unavailable: {_reason(exc)}") from exc
+        return cls(pool)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self._pool.acquire(timeout=10) as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise Unavailable(f"PostgreSQL is unavailable: {_reason(exc)}") from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self.connection() as conn:
+            return await conn.fetchval(query, *args)
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout=10)
+        except (TimeoutError, *_UNAVAILABLE):
+            self._pool.terminate()

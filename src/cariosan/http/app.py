@@ -1,0 +1,78 @@
+"""Builds the ASGI application from the services of one server process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.di import NamedDependency, Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+from cariosan import __version__
+from cariosan.http import health, middleware, openapi
+from cariosan.http.errors import EXCEPTION_HANDLERS
+from cariosan.obs.logging import get_logger
+from cariosan.services import BootFailed, Services
+
+log = get_logger("cariosan.http")
+
+OnBootFailure = Callable[[str], None]
+
+
+def create_app(services: Services, on_boot_failure: OnBootFailure | None = None) -> Any:
+    """The ASGI app: Litestar routes wrapped in the request-context layer.
+
+    Boot (wait for PostgreSQL, migrate) runs as a background task of the lifespan so the process
+    answers `/healthz` at once and `/readyz` with 503 until it is done. A boot failure is handed to
+    `on_boot_failure`, which stops the server (the CLI) or leaves it not ready (tests).
+    """
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        async def boot() -> None:
+            try:
+                await services.boot()
+            except BootFailed as exc:
+                log.error("boot_failed", reason=str(exc))
+                if on_boot_failure is not None:
+                    on_boot_failure(str(exc))
+
+        task = asyncio.create_task(boot(), name="cariosan-boot")
+        try:
+            yield
+        finally:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await services.close()
+
+    plugins: list[Any] = []
+    if services.tracer_provider is not None:
+        plugins.append(
+            OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=services.tracer_provider))
+        )
+
+    app = Litestar(
+        route_handlers=[*health.ROUTES, *openapi.ROUTES],
+        dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
+        signature_namespace={"Services": Services, "NamedDependency": NamedDependency},
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        plugins=plugins,
+        request_max_body_size=services.settings.limits.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Cariosan",
+            version=__version__,
+            # The docs UI lives at /docs; the schema at /openapi.json (see http/openapi.py).
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin(path="/")],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    return middleware.wrap(app, services.metrics)

@@ -1,0 +1,141 @@
+"""The composition root: the stores and observability objects one server process uses.
+
+Built once from the settings and handed to `http/` (and later `realtime/` and the webhook worker).
+Boot runs in the background so that `/healthz` answers at once and `/readyz` says 503 until
+PostgreSQL is reachable and migrated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from cariosan.blobs import BlobStore, open_blobs
+from cariosan.config import Settings
+from cariosan.db import schema
+from cariosan.db.bootstrap import prepare_database
+from cariosan.db.pool import Database, DatabaseUnreachable
+from cariosan.ephemeral import EphemeralStore, open_ephemeral
+from cariosan.obs.logging import get_logger
+from cariosan.obs.metrics import Metrics
+
+log = get_logger("cariosan.boot")
+
+
+class BootFailed(Exception):
+    """The server cannot start serving; the message is the one line an operator needs."""
+
+
+@dataclass
+class Readiness:
+    ready: bool
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Services:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.tracer_provider = tracer_provider
+        self.database: Database | None = None
+        self.ephemeral: EphemeralStore = open_ephemeral(settings)
+        self.blobs: BlobStore = open_blobs(settings)
+        self.migrated = False
+        self.schema_version = 0
+        self.boot_error: str | None = None
+
+    @property
+    def db(self) -> Database:
+        """The database pool; routes are only reached once boot made it (see readiness)."""
+        if self.database is None:
+            from cariosan.errors import Unavailable
+
+            raise Unavailable("the server is still starting: PostgreSQL is not migrated yet")
+        return self.database
+
+    async def boot(self) -> None:
+        """Wait for PostgreSQL, migrate under the advisory lock, open the pool.
+
+        Raises BootFailed with a one-line reason; the caller stops the process with it.
+        """
+        dsn = self.settings.require_database()
+        started = time.monotonic()
+        try:
+            prepared = await prepare_database(dsn, self.settings.database_wait_seconds)
+        except (DatabaseUnreachable, schema.MigrationError) as exc:
+            self.boot_error = str(exc)
+            raise BootFailed(str(exc)) from None
+        self.database = prepared.database
+        report = prepared.report
+        for migration in report.applied_now:
+            log.info("migration_applied", migration=migration.filename)
+        if report.ahead:
+            log.warning(
+                "schema_ahead",
+                message="the database has migrations this release does not know "
+                "(a newer release ran here); serving anyway, since migrations are additive",
+                unknown_versions=[a.version for a in report.ahead],
+            )
+        self.schema_version = report.schema_version
+        self.metrics.schema_version.set(report.schema_version)
+        self.metrics.pending_migrations.set(prepared.pending)
+        self.migrated = True
+        self.metrics.ready.set(1)
+        log.info(
+            "boot_complete",
+            schema_version=report.schema_version,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    async def readiness(self) -> Readiness:
+        checks: dict[str, dict[str, Any]] = {}
+        ready = True
+        if self.database is None or not self.migrated:
+            ready = False
+            checks["postgres"] = {
+                "status": "error" if self.boot_error else "starting",
+                "detail": self.boot_error or "waiting for PostgreSQL and migrations",
+            }
+        else:
+            try:
+                await asyncio.wait_for(self.database.fetchval("SELECT 1"), timeout=3)
+                checks["postgres"] = {"status": "ok", "schema_version": self.schema_version}
+            except Exception as exc:  # any failure here means "not ready", never a 500
+                ready = False
+                checks["postgres"] = {"status": "error", "detail": exc.__class__.__name__}
+        checks["redis" if self.ephemeral.kind == "redis" else "ephemeral"] = await _probe(
+            self.ephemeral.kind, self.ephemeral.ping()
+        )
+        checks["s3" if self.blobs.kind == "s3" else "attachments"] = await _probe(
+            self.blobs.kind, self.blobs.ping()
+        )
+        self.metrics.ready.set(1 if ready else 0)
+        return Readiness(ready=ready, checks=checks)
+
+    async def close(self) -> None:
+        if self.database is not None:
+            await self.database.close()
+            self.database = None
+        await self.ephemeral.close()
+        await self.blobs.close()
+        if self.tracer_provider is not None:
+            self.tracer_provider.force_flush(timeout_millis=5000)
+
+
+async def _probe(kind: str, check: Any) -> dict[str, Any]:
+    # Redis and S3 are reported, not required: without them chat still works (degraded).
+    try:
+        await asyncio.wait_for(check, timeout=3)
+    except Exception as exc:
+        return {"status": "error", "kind": kind, "detail": exc.__class__.__name__}
+    return {"status": "ok", "kind": kind}

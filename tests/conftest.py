@@ -1,0 +1,95 @@
+"""Fixtures shared by every kind of test: real PostgreSQL, Redis and S3 (tests/services), one
+fresh database per test cloned from a migrated template, and a running server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from cariosan.config import Limits, Settings
+from cariosan.db import schema
+from tests.services.provision import PostgresService
+from tests.support.server import RunningServer, start_server
+
+pytest_plugins = ["tests.services.plugin"]
+
+JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The DSN of database `name` on the server of `dsn`."""
+    base, _, rest = dsn.rpartition("/")
+    query = rest.partition("?")[2]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+async def _admin(postgres: PostgresService, statement: str) -> None:
+    conn = await asyncpg.connect(postgres.dsn)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_service: PostgresService) -> Iterator[str]:
+    """A database migrated to this release's schema, cloned for each test (fast)."""
+    name = f"cariosan_tpl_{uuid.uuid4().hex[:10]}"
+
+    async def create() -> None:
+        await _admin(postgres_service, f'CREATE DATABASE "{name}"')
+        conn = await asyncpg.connect(with_database(postgres_service.dsn, name))
+        try:
+            await schema.migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    yield name
+    asyncio.run(_admin(postgres_service, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def database_url(
+    postgres_service: PostgresService, migrated_template: str
+) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"cariosan_t_{uuid.uuid4().hex[:12]}"
+    await _admin(postgres_service, f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
+    yield with_database(postgres_service.dsn, name)
+    await _admin(postgres_service, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def empty_database_url(postgres_service: PostgresService) -> AsyncIterator[str]:
+    """A fresh database with no schema at all (for migration tests)."""
+    name = f"cariosan_e_{uuid.uuid4().hex[:12]}"
+    await _admin(postgres_service, f'CREATE DATABASE "{name}"')
+    yield with_database(postgres_service.dsn, name)
+    await _admin(postgres_service, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of a single-node server on this test's database (memory ephemeral state,
+    local attachment folder): what `cariosan dev` runs, against the test PostgreSQL."""
+    return Settings(
+        database_url=database_url,
+        jwt_secret=JWT_SECRET,
+        host="127.0.0.1",
+        port=0,
+        storage_dir=tmp_path_factory.mktemp("attachments"),
+        database_wait_seconds=10,
+        limits=Limits(),
+    )
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """The app served by uvicorn on a free loopback port, booted and ready."""
+    async with start_server(settings) as running:
+        yield running

@@ -1,0 +1,160 @@
+"""Health, readiness, metrics, request ids, the error envelope and traces, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import asyncpg
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from cariosan.config import Settings
+from cariosan.db.schema import MIGRATION_LOCK_KEY
+from cariosan.obs.tracing import build_tracer_provider
+from tests.support.server import RunningServer, start_server
+
+
+async def test_healthz_and_readyz(server: RunningServer) -> None:
+    async with server.client() as http:
+        health = await http.get("/healthz")
+        ready = await http.get("/readyz")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready"
+    assert body["checks"]["postgres"]["status"] == "ok"
+    assert body["checks"]["postgres"]["schema_version"] >= 1
+    assert body["checks"]["ephemeral"] == {"status": "ok", "kind": "memory"}
+    assert body["checks"]["attachments"] == {"status": "ok", "kind": "local"}
+
+
+async def test_readyz_is_503_until_migrations_are_done(
+    empty_database_url: str, settings: Settings
+) -> None:
+    # Another server "is migrating": it holds the migration lock, so this one must wait.
+    holder = await asyncpg.connect(empty_database_url)
+    await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    try:
+        async with start_server(
+            settings.with_overrides(database_url=empty_database_url), wait_for_ready=False
+        ) as running:
+            async with running.client() as http:
+                for _ in range(5):
+                    assert (await http.get("/healthz")).status_code == 200
+                    not_ready = await http.get("/readyz")
+                    assert not_ready.status_code == 503
+                    assert not_ready.json()["checks"]["postgres"]["status"] == "starting"
+                    await asyncio.sleep(0.1)
+                await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+                for _ in range(100):
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.05)
+                assert (await http.get("/readyz")).status_code == 200
+    finally:
+        await holder.close()
+
+
+async def test_readyz_reports_boot_failure(settings: Settings) -> None:
+    unreachable = settings.with_overrides(
+        database_url="postgresql://postgres@127.0.0.1:1/nothing", database_wait_seconds=0.5
+    )
+    async with start_server(unreachable, wait_for_ready=False) as running:
+        async with running.client() as http:
+            for _ in range(100):
+                if running.boot_failures:
+                    break
+                await asyncio.sleep(0.05)
+            response = await http.get("/readyz")
+    assert running.boot_failures and "did not answer within" in running.boot_failures[0]
+    assert response.status_code == 503
+    assert response.json()["checks"]["postgres"]["status"] == "error"
+
+
+async def test_unknown_route_and_method_get_the_envelope(server: RunningServer) -> None:
+    async with server.client() as http:
+        missing = await http.get("/v1/no-such-thing")
+        wrong_method = await http.delete("/healthz")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "NOT_FOUND"
+    assert missing.json()["error"]["request_id"] == missing.headers["x-request-id"]
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+async def test_every_response_has_a_request_id(server: RunningServer) -> None:
+    async with server.client() as http:
+        ids = {
+            (await http.get(path)).headers["x-request-id"]
+            for path in ["/healthz", "/readyz", "/metrics", "/nope", "/openapi.json"]
+        }
+        echoed = await http.get("/healthz", headers={"X-Request-Id": "caller-123"})
+        refused = await http.get("/healthz", headers={"X-Request-Id": "bad id\twith spaces"})
+    assert len(ids) == 5
+    assert echoed.headers["x-request-id"] == "caller-123"
+    assert refused.headers["x-request-id"] != "bad id\twith spaces"
+
+
+async def test_metrics_are_labelled_by_route_template(server: RunningServer) -> None:
+    async with server.client() as http:
+        for n in range(3):
+            await http.get(f"/random-path-{n}")
+        await http.get("/healthz")
+        text = (await http.get("/metrics")).text
+    assert 'cariosan_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+    assert 'route="unmatched",status="404"' in text
+    assert "random-path" not in text
+    assert "cariosan_http_request_duration_seconds_bucket" in text
+    assert "cariosan_schema_version" in text
+
+
+async def test_openapi_and_docs_are_served(server: RunningServer) -> None:
+    async with server.client() as http:
+        schema = await http.get("/openapi.json")
+        docs = await http.get("/docs")
+    assert schema.status_code == 200
+    assert schema.json()["openapi"].startswith("3.")
+    assert docs.status_code == 200
+    assert "text/html" in docs.headers["content-type"]
+
+
+async def test_http_and_sql_spans_are_exported(settings: Settings) -> None:
+    exporter = InMemorySpanExporter()
+    provider = build_tracer_provider({}, exporter=exporter)
+    assert provider is not None
+    async with start_server(settings, tracer_provider=provider) as running:
+        async with running.client() as http:
+            assert (await http.get("/readyz")).status_code == 200
+    provider.force_flush()
+    spans = exporter.get_finished_spans()
+    http_spans = [
+        s
+        for s in spans
+        if (s.attributes and s.attributes.get("http.method") == "GET") or s.name.startswith("GET")
+    ]
+    sql_spans = [s for s in spans if s.attributes and s.attributes.get("db.system") == "postgresql"]
+    assert http_spans, [s.name for s in spans]
+    assert sql_spans, [s.name for s in spans]
+    assert any(
+        "SELECT 1" in str(s.attributes.get("db.statement", "")) for s in sql_spans if s.attributes
+    )
+
+
+def _healthcheck(url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cariosan", "healthcheck", "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+async def test_healthcheck_command(server: RunningServer) -> None:
+    alive = await asyncio.to_thread(_healthcheck, server.url + "/healthz")
+    assert alive.returncode == 0, alive.stderr
+    dead = await asyncio.to_thread(_healthcheck, "http://127.0.0.1:9/healthz")
+    assert dead.returncode == 1
+    assert "did not answer" in dead.stderr
+    assert "Traceback" not in dead.stderr

@@ -1,0 +1,135 @@
+"""`cariosan dev`: embedded PostgreSQL, a default workspace, Ctrl-C stops everything, data kept.
+
+Run as root (this machine's default) and as an ordinary user; when the tests themselves run as an
+ordinary user, that is the only case there is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.process import cariosan_env
+from tests.support.server import free_port
+
+USERS = ["root", "nobody"] if os.geteuid() == 0 else ["self"]
+
+
+def _start_dev(workdir: Path, port: int, user: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "cariosan", "dev", "--port", str(port)]
+    if user == "nobody":
+        runuser = shutil.which("runuser")
+        assert runuser, "runuser (util-linux) is needed to run cariosan dev as an ordinary user"
+        command = [runuser, "-u", "nobody", "--", *command]
+    return subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=cariosan_env({"PYTHONUNBUFFERED": "1"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _read_banner(process: subprocess.Popen[str], timeout: float = 120) -> str:
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=1):
+            if process.poll() is not None:
+                break
+            continue
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if "Stop with Ctrl-C" in line:
+            return "".join(seen)
+    raise AssertionError("cariosan dev printed no banner:\n" + "".join(seen))
+
+
+def _wait_ready(url: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "cariosan dev exited"
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("cariosan dev never became ready")
+
+
+def _postmaster_alive(data_dir: Path) -> bool:
+    pid_file = data_dir / "postgres" / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().splitlines()[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _run_once(workdir: Path, user: str) -> tuple[str, str]:
+    port = free_port()
+    process = _start_dev(workdir, port, user)
+    try:
+        banner = _read_banner(process)
+        url = f"http://127.0.0.1:{port}"
+        assert url in banner
+        _wait_ready(url, process)
+        ready = httpx.get(url + "/readyz").json()
+        assert ready["checks"]["ephemeral"]["kind"] == "memory"
+        assert ready["checks"]["attachments"]["kind"] == "local"
+        assert _postmaster_alive(workdir / ".cariosan")
+        # Ctrl-C sends SIGINT to the terminal's whole foreground process group.
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert not _postmaster_alive(workdir / ".cariosan"), "PostgreSQL was left running"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/healthz", timeout=1)
+    workspace = re.search(r"workspace id\s+(\S+)", banner)
+    secret = re.search(r"API secret\s+(\S+)", banner)
+    assert workspace and secret, banner
+    return workspace.group(1), secret.group(1)
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_dev_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path, user: str) -> None:
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    if user == "nobody":
+        os.chown(workdir, 65534, 65534)
+        # The ordinary user must reach its working folder and this Python (which may live in
+        # root's home, e.g. under pyenv): grant traversal (o+x) only, never listing or reading.
+        interpreter = Path(os.path.realpath(sys.executable))
+        for folder in [*workdir.parents, *interpreter.parents]:
+            mode = os.stat(folder).st_mode
+            if not mode & 0o001:
+                os.chmod(folder, mode | 0o001)
+    first = _run_once(workdir, user)
+    second = _run_once(workdir, user)
+    assert first == second, "a second run must reuse the same data and default workspace"
+    credentials = workdir / ".cariosan" / "credentials.json"
+    assert credentials.stat().st_mode & 0o077 == 0, "credentials must be private to the user"
