@@ -12,6 +12,7 @@ import pytest
 
 from cariosan.config import Limits, Settings
 from cariosan.db import schema
+from cariosan.domain.workspaces import NewWorkspace, create_workspace
 from tests.services.provision import PostgresService
 from tests.support.server import RunningServer, start_server
 
@@ -93,3 +94,14 @@ async def server(settings: Settings) -> AsyncIterator[RunningServer]:
     """The app served by uvicorn on a free loopback port, booted and ready."""
     async with start_server(settings) as running:
         yield running
+
+
+@pytest.fixture
+async def workspace(server: RunningServer) -> NewWorkspace:
+    """A workspace of the running server; `.api_secret` authenticates its backend."""
+    return await create_workspace(server.services.db, "test workspace")
+
+
+@pytest.fixture
+async def other_workspace(server: RunningServer) -> NewWorkspace:
+    return await create_workspace(server.services.db, "another tenant")

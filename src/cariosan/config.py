@@ -32,6 +32,8 @@ class Limits:
 class Settings:
     database_url: str | None = None
     redis_url: str | None = None
+    # Lets several deployments (or test runs) share one Redis without seeing each other's keys.
+    redis_prefix: str = "cariosan:"
     s3_endpoint: str | None = None
     s3_bucket: str = "cariosan"
     s3_access_key: str | None = None
@@ -186,6 +188,7 @@ def load_settings(
     return Settings(
         database_url=_str(env, "CARIOS_DATABASE_URL"),
         redis_url=_str(env, "CARIOS_REDIS_URL"),
+        redis_prefix=env.get("CARIOS_REDIS_PREFIX") or "cariosan:",
         s3_endpoint=s3_endpoint,
         s3_bucket=env.get("CARIOS_S3_BUCKET") or "cariosan",
         s3_access_key=s3_access_key,

@@ -43,9 +43,10 @@ class PayloadTooLarge(CariosanError):
 class RateLimited(CariosanError):
     code = "RATE_LIMITED"
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: int, limit: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.limit = limit
 
 
 class Unavailable(CariosanError):

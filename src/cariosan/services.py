@@ -55,6 +55,12 @@ class Services:
         self.boot_error: str | None = None
 
     @property
+    def jwt_secrets(self) -> list[str]:
+        """Secrets that verify user tokens: the current one, then the previous during a rotation."""
+        previous = self.settings.jwt_secret_previous
+        return [self.settings.jwt_secret, *([previous] if previous else [])]
+
+    @property
     def db(self) -> Database:
         """The database pool; routes are only reached once boot made it (see readiness)."""
         if self.database is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import pwd
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -21,6 +23,21 @@ import asyncpg
 import pytest
 
 from cariosan.ops.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, bin_path
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A fresh dir under /tmp; servers left running in it are stopped afterwards.
+
+    Not tmp_path: as root the server runs as nobody, and pytest chmods /tmp/pytest-of-root back
+    to 0700 whenever another root pytest session starts, cutting nobody off mid-test.
+    """
+    path = Path(tempfile.mkdtemp(prefix="cariosan-test-epg-"))
+    yield path
+    for pid_file in path.rglob("postmaster.pid"):
+        with contextlib.suppress(EmbeddedPostgresError):
+            EmbeddedPostgres(pid_file.parent).stop()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 async def _fetchval(dsn: str, sql: str) -> object:
@@ -51,8 +68,8 @@ def _wait_dead(pid: int, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
-async def test_data_survives_restart(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+async def test_data_survives_restart(workdir: Path) -> None:
+    data = workdir / "data"
     first = EmbeddedPostgres(data)  # durable: the production-like settings
     with first:
         assert first.dsn == f"postgresql://postgres@127.0.0.1:{first.port}/postgres"
@@ -64,21 +81,21 @@ async def test_data_survives_restart(tmp_path: Path) -> None:
         finally:
             await conn.close()
     assert not (data / "postmaster.pid").exists()
-    assert (tmp_path / "postgres.log").stat().st_size > 0
+    assert (workdir / "postgres.log").stat().st_size > 0
 
     with EmbeddedPostgres(data) as second:
         assert await _fetchval(second.dsn, "select body from notes where id = 1") == "héllo"
 
 
-async def test_fixed_port_and_non_durable_settings(tmp_path: Path) -> None:
-    probe = EmbeddedPostgres(tmp_path / "probe")
+async def test_fixed_port_and_non_durable_settings(workdir: Path) -> None:
+    probe = EmbeddedPostgres(workdir / "probe")
     with pytest.raises(EmbeddedPostgresError, match="start"):
         _ = probe.port  # a free-picked port is only known after start()
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    with EmbeddedPostgres(tmp_path / "data", port=port, durable=False) as pg:
+    with EmbeddedPostgres(workdir / "data", port=port, durable=False) as pg:
         assert pg.port == port
         assert await _fetchval(pg.dsn, "select current_setting('fsync')") == "off"
         assert await _fetchval(pg.dsn, "select current_setting('full_page_writes')") == "off"
@@ -86,12 +103,12 @@ async def test_fixed_port_and_non_durable_settings(tmp_path: Path) -> None:
         assert listen == "127.0.0.1"
 
 
-def test_stop_is_idempotent(tmp_path: Path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "data", durable=False)
+def test_stop_is_idempotent(workdir: Path) -> None:
+    pg = EmbeddedPostgres(workdir / "data", durable=False)
     pg.stop()  # never started, no data dir yet
     pg.start()
     pg.start()  # already running: no-op
-    pid = _postmaster_pid(tmp_path / "data")
+    pid = _postmaster_pid(workdir / "data")
     pg.stop()
     pg.stop()
     assert not _alive(pid)
@@ -110,8 +127,8 @@ _STARTER = textwrap.dedent(
 )
 
 
-async def test_start_after_starting_process_was_killed(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+async def test_start_after_starting_process_was_killed(workdir: Path) -> None:
+    data = workdir / "data"
     starter = subprocess.Popen(
         [sys.executable, "-c", _STARTER, str(data)], stdout=subprocess.PIPE, text=True
     )
@@ -145,9 +162,10 @@ async def test_start_after_starting_process_was_killed(tmp_path: Path) -> None:
     pg.stop()
 
 
-async def test_start_after_postmaster_was_killed(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    pg = EmbeddedPostgres(data, durable=False)
+async def test_start_after_postmaster_was_killed(workdir: Path) -> None:
+    data = workdir / "data"
+    # Durable: with synchronous_commit=off the last commits die with the server.
+    pg = EmbeddedPostgres(data)
     pg.start()
     await _fetchval(pg.dsn, "create table t as select 1 as x")
     old_pid = _postmaster_pid(data)
@@ -162,8 +180,8 @@ async def test_start_after_postmaster_was_killed(tmp_path: Path) -> None:
         pg.stop()
 
 
-def test_stale_pid_file_naming_an_unrelated_live_process(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_stale_pid_file_naming_an_unrelated_live_process(workdir: Path) -> None:
+    data = workdir / "data"
     with EmbeddedPostgres(data, durable=False):
         pid_file_text = (data / "postmaster.pid").read_text()
     # After a reboot the old pid may belong to anything; postgres alone would refuse to start.
@@ -181,8 +199,21 @@ def test_stale_pid_file_naming_an_unrelated_live_process(tmp_path: Path) -> None
         unrelated.wait()
 
 
-def test_long_path_puts_socket_under_tmp(tmp_path: Path) -> None:
-    data = tmp_path / ("x" * 100) / "data"
+def test_stop_when_the_data_dir_path_became_unreachable(workdir: Path) -> None:
+    """As root: the server runs as nobody, and someone takes o+x off a parent (as pytest does
+    to /tmp/pytest-of-root); pg_ctl can't reach postmaster.pid, stop() signals instead."""
+    pg = EmbeddedPostgres(workdir / "data", durable=False)
+    pg.start()
+    pid = _postmaster_pid(workdir / "data")
+    workdir.chmod(0o700)
+    pg.stop()
+    assert not _alive(pid)
+    pg.start()  # and o+x comes back
+    pg.stop()
+
+
+def test_long_path_puts_socket_under_tmp(workdir: Path) -> None:
+    data = workdir / ("x" * 100) / "data"
     with EmbeddedPostgres(data, durable=False) as pg:
         sockets = list(Path("/tmp").glob(f"cariosan-pg-*/.s.PGSQL.{pg.port}"))
         assert len(sockets) == 1
@@ -200,15 +231,17 @@ def _start_query_stop(base: Path, result: Connection) -> None:
         result.send(("error", repr(exc)))
 
 
-def test_runs_as_an_ordinary_user(tmp_path: Path) -> None:
+def test_runs_as_an_ordinary_user(workdir: Path) -> None:
     """Not root: the binaries run as the caller, nothing is chowned or chmodded."""
-    base = tmp_path
+    base = workdir
     uid = os.geteuid()
     if uid == 0:
         nobody = pwd.getpwnam("nobody")
         uid = nobody.pw_uid
-        # tmp_path's parents are root-only; an ordinary user makes its data dir in its own place.
-        base = Path(tempfile.mkdtemp(prefix="cariosan-nonroot-"))
+        # An ordinary user's own dir, reachable like a home directory.
+        workdir.chmod(0o711)
+        base = workdir / "home"
+        base.mkdir(mode=0o700)
         os.chown(base, nobody.pw_uid, nobody.pw_gid)
 
         def target(result: Connection) -> None:
@@ -237,8 +270,6 @@ def test_runs_as_an_ordinary_user(tmp_path: Path) -> None:
     finally:
         if child.is_alive():
             child.kill()
-        if base != tmp_path:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def test_bin_path() -> None:

@@ -9,7 +9,8 @@ with a message naming the service and what was tried; it never skips them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 import redis
@@ -24,6 +25,8 @@ from tests.services.provision import (
     provide_s3,
 )
 
+T = TypeVar("T")
+
 # What each started fixture used, for the end-of-run summary: a run against the machine's own
 # Redis and one against a throwaway redis-server should be told apart in CI logs.
 _used: dict[str, str] = {}
@@ -32,10 +35,7 @@ _used: dict[str, str] = {}
 @pytest.fixture(scope="session")
 def postgres_service() -> Iterator[PostgresService]:
     """A PostgreSQL server where tests may CREATE DATABASE; `.dsn` connects as a superuser."""
-    try:
-        service = provide_postgres()
-    except ServiceUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+    service = _provide(provide_postgres)
     _used["postgres"] = service.source
     yield service
     service.close()
@@ -44,10 +44,7 @@ def postgres_service() -> Iterator[PostgresService]:
 @pytest.fixture(scope="session")
 def redis_service() -> Iterator[RedisService]:
     """A Redis server shared by the session; isolate tests with `redis_prefix`."""
-    try:
-        service = provide_redis()
-    except ServiceUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+    service = _provide(provide_redis)
     _used["redis"] = service.source
     yield service
     service.close()
@@ -56,13 +53,19 @@ def redis_service() -> Iterator[RedisService]:
 @pytest.fixture(scope="session")
 def s3_service() -> Iterator[S3Service]:
     """An S3 endpoint with credentials; make buckets with provision.new_bucket."""
-    try:
-        service = provide_s3()
-    except ServiceUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+    service = _provide(provide_s3)
     _used["s3"] = service.source
     yield service
     service.close()
+
+
+def _provide(provide: Callable[[], T]) -> T:
+    try:
+        return provide()
+    except ServiceUnavailable as exc:
+        message = str(exc)
+    # Outside the except block: the message says it all, no chained traceback.
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture

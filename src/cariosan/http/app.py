@@ -14,7 +14,8 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
 from cariosan import __version__
-from cariosan.http import health, middleware, openapi
+from cariosan.domain.auth import Caller
+from cariosan.http import auth, health, middleware, openapi, users
 from cariosan.http.errors import EXCEPTION_HANDLERS
 from cariosan.obs.logging import get_logger
 from cariosan.services import BootFailed, Services
@@ -58,9 +59,17 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
         )
 
     app = Litestar(
-        route_handlers=[*health.ROUTES, *openapi.ROUTES],
-        dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
-        signature_namespace={"Services": Services, "NamedDependency": NamedDependency},
+        route_handlers=[*health.ROUTES, *openapi.ROUTES, *users.ROUTES],
+        dependencies={
+            "services": Provide(lambda: services, use_cache=True, sync_to_thread=False),
+            "caller": Provide(auth.provide_caller),
+            "server": Provide(auth.provide_server),
+        },
+        signature_namespace={
+            "Services": Services,
+            "Caller": Caller,
+            "NamedDependency": NamedDependency,
+        },
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         plugins=plugins,

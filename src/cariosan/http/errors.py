@@ -69,7 +69,16 @@ def handle_cariosan_error(
 ) -> Response[dict[str, Any]]:
     headers = None
     if isinstance(exc, errors.RateLimited):
-        headers = {"Retry-After": str(max(1, exc.retry_after))}
+        retry_after = str(max(1, exc.retry_after))
+        headers = {"Retry-After": retry_after}
+        if exc.limit is not None:
+            headers.update(
+                {
+                    "X-RateLimit-Limit": str(exc.limit),
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": retry_after,
+                }
+            )
     return error_response(request, exc.code, exc.message, headers)
 
 

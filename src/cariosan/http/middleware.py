@@ -14,9 +14,13 @@ from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from cariosan.ephemeral.store import WindowState
 from cariosan.http.errors import REQUEST_ID_KEY, error_body
 from cariosan.obs.logging import get_logger
 from cariosan.obs.metrics import Metrics
+
+# Set by http/auth.py once the caller is known; reported in X-RateLimit-* headers.
+RATE_LIMIT_KEY = "cariosan.ratelimit"
 
 log = get_logger("cariosan.http")
 
@@ -56,6 +60,15 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
+                window = scope.get(RATE_LIMIT_KEY)
+                if isinstance(window, WindowState):
+                    headers.extend(
+                        [
+                            (b"x-ratelimit-limit", str(window.window.limit).encode()),
+                            (b"x-ratelimit-remaining", str(window.remaining).encode()),
+                            (b"x-ratelimit-reset", str(window.reset_in).encode()),
+                        ]
+                    )
                 message["headers"] = headers
             await send(message)
 

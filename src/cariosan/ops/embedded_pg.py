@@ -18,6 +18,7 @@ import pwd
 import re
 import shlex
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -81,8 +82,9 @@ class EmbeddedPostgres:
     """A PostgreSQL server on `host:port` whose data lives in `data_dir`.
 
     `port=None` picks a free port at each start(). `durable=False` turns off fsync,
-    synchronous_commit and full_page_writes: faster, and a machine crash may lose or corrupt
-    the data, so only for tests. Next to `data_dir` go `postgres.log` and the socket dir `run/`.
+    synchronous_commit and full_page_writes, for tests: faster, but a killed server loses its
+    last commits and a machine crash may corrupt the cluster. Next to `data_dir` go
+    `postgres.log` and the socket dir `run/`.
     """
 
     def __init__(
@@ -127,6 +129,33 @@ class EmbeddedPostgres:
 
     def start(self, timeout: float = 60) -> None:
         """initdb if needed, then start and wait until the server accepts connections."""
+        try:
+            self._start(timeout)
+        except OSError as exc:  # an unreadable dir, a full disk...
+            raise EmbeddedPostgresError(f"PostgreSQL in {self._data_dir}: {exc}") from exc
+
+    def stop(self) -> None:
+        """Fast shutdown (open transactions are rolled back); no error if nothing runs."""
+        try:
+            self._stop()
+        except OSError as exc:
+            raise EmbeddedPostgresError(f"PostgreSQL in {self._data_dir}: {exc}") from exc
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- starting and stopping --------------------------------------------------------------
+
+    def _start(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         if self._started and self._running_pid() is not None:
             return
@@ -161,8 +190,7 @@ class EmbeddedPostgres:
         self._started = True
         log.info("PostgreSQL started on %s:%d (data %s)", self._host, port, self._data_dir)
 
-    def stop(self) -> None:
-        """Fast shutdown (open transactions are rolled back); no error if nothing runs."""
+    def _stop(self) -> None:
         pid = self._running_pid()
         if pid is not None:
             owner = self._live_owner()
@@ -180,18 +208,6 @@ class EmbeddedPostgres:
         if self._started:
             log.info("PostgreSQL stopped (data %s)", self._data_dir)
         self._started = False
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- who runs the server --------------------------------------------------------------
 
@@ -232,8 +248,10 @@ class EmbeddedPostgres:
         """Run a binary; (exit code, its stdout and stderr).
 
         With `ready`: also return (0, ...) once `ready()` has held for a few seconds while the
-        binary still runs. Seen once here: `pg_ctl -w start` waited out its whole timeout
-        next to a server that had long said "ready" in postmaster.pid.
+        binary still runs. Seen here: `pg_ctl -w start` waited out its whole timeout next to a
+        ready server, because a parent dir lost its o+x meanwhile (a root pytest session
+        starting elsewhere chmods /tmp/pytest-of-root back to 0700) and pg_ctl, running as
+        nobody, could no longer read postmaster.pid; the postmaster had already chdir'd in.
         """
         # PG* variables (PGDATA, PGPORT...) from the caller's shell must not redirect the tools.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -355,14 +373,12 @@ class EmbeddedPostgres:
         try:
             exe = os.readlink(f"/proc/{pid}/exe")
             cwd = os.readlink(f"/proc/{pid}/cwd")
+        except PermissionError:
+            # Another account's process. A postmaster serving this 0700 data dir runs as its
+            # owner, which is us, or we are root and may look at anything: not ours.
+            return False
         except FileNotFoundError:
             return False
-        except PermissionError:
-            # Another account's process: we can't tell, and must not treat its lock as stale.
-            raise EmbeddedPostgresError(
-                f"{self._data_dir}/postmaster.pid names process {pid}, which belongs to another"
-                " user; stop it or run as that user"
-            ) from None
         # The postmaster chdirs into its data dir, which identifies it better than argv.
         return Path(exe).name == "postgres" and Path(cwd) == self._data_dir and _pid_alive(pid)
 
@@ -452,17 +468,28 @@ class EmbeddedPostgres:
         self, bin_dir: Path, account: _Account | None, pid: int, timeout: float
     ) -> None:
         deadline = time.monotonic() + timeout
-        for mode in ("fast", "immediate"):
-            args = [str(bin_dir / "pg_ctl"), "stop", "-D", str(self._data_dir), "-m", mode, "-w"]
-            args += ["-t", str(max(1, int(deadline - time.monotonic())))]
+        args = [str(bin_dir / "pg_ctl"), "stop", "-D", str(self._data_dir), "-m", "fast", "-w"]
+        args += ["-t", str(max(1, int(timeout)))]
+        try:
             code, output = self._run(args, account, deadline + 5)
-            # pg_ctl returns once postmaster.pid is gone, which the postmaster removes just
-            # before it exits; wait for the exit so a restart never meets the old process.
-            while code == 0 and _pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if not _pid_alive(pid):
+        except EmbeddedPostgresError as exc:
+            code, output = 1, str(exc)
+        # pg_ctl returns once postmaster.pid is gone, which the postmaster removes just before
+        # it exits; wait for the exit so a restart never meets the old process.
+        if code == 0 and _wait_exit(pid, deadline):
+            return
+        if not _pid_alive(pid):
+            return
+        # pg_ctl must reach postmaster.pid through every parent dir, which someone may have
+        # made unreadable for the server's account since start(); a signal needs no path.
+        log.warning(
+            "pg_ctl stop failed (%s); signalling PostgreSQL (pid %d) directly", _reason(output), pid
+        )
+        for sig in (signal.SIGINT, signal.SIGQUIT):  # fast shutdown, then immediate
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            if _wait_exit(pid, time.monotonic() + 10):
                 return
-            log.warning("pg_ctl stop -m %s failed: %s", mode, _reason(output))
         raise EmbeddedPostgresError(
             f"PostgreSQL (pid {pid}) on {self._data_dir} did not stop (log: {self._log_file})"
         )
@@ -507,7 +534,7 @@ def _pid_in(path: Path) -> int | None:
     """The pid on the first line of a postgres lock file, or None."""
     try:
         first = path.read_text().split("\n", 1)[0].strip()
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # absent, or unreadable (then postgres itself says what is wrong)
         return None
     try:
         pid = int(first)
@@ -529,6 +556,14 @@ def _pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state not in ("Z", "X")
+
+
+def _wait_exit(pid: int, deadline: float) -> bool:
+    while _pid_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _start_time(pid: int) -> str | None:

@@ -1,0 +1,143 @@
+"""SQL for the catch-up event log.
+
+`seq` is `(transaction id << 16) + position in the transaction`. Readers only return events whose
+transaction id is below the oldest transaction still running (`pg_snapshot_xmin`), i.e. events of
+transactions that have all finished. Any event written later belongs to a transaction that was
+still running (or had not started) then, so it gets a larger seq than anything already returned:
+a reader that advanced past N never misses an event below N, with no lock shared by writers.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+SEQ_SHIFT = 16
+
+
+@dataclass(frozen=True)
+class EventRow:
+    seq: int
+    type: str
+    channel_id: str | None
+    user_id: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+async def append_event(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    type: str,
+    payload: dict[str, Any],
+    *,
+    channel_id: str | None = None,
+    user_id: str | None = None,
+) -> int:
+    """Write one event in the caller's transaction; returns its seq."""
+    seq: int = await conn.fetchval(
+        """
+        WITH tx AS (SELECT pg_current_xact_id()::text::bigint << 16 AS base)
+        INSERT INTO events (workspace_id, seq, type, channel_id, user_id, payload)
+        SELECT $1, tx.base + (
+                   SELECT count(*) FROM events e
+                   WHERE e.workspace_id = $1 AND e.seq >= tx.base AND e.seq < tx.base + 65536
+               ), $2, $3, $4, $5::jsonb
+        FROM tx
+        RETURNING seq
+        """,
+        workspace_id,
+        type,
+        channel_id,
+        user_id,
+        json.dumps(payload, separators=(",", ":"), default=str),
+    )
+    return seq
+
+
+_VISIBLE = """
+    e.workspace_id = $1
+    AND e.seq > $2
+    AND e.seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)
+    AND (
+        e.user_id = $3
+        OR e.channel_id IN (
+            SELECT m.channel_id FROM channel_members m
+            WHERE m.workspace_id = $1 AND m.user_id = $3
+        )
+    )
+"""
+
+
+async def events_for_user(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str, after_seq: int, limit: int
+) -> list[EventRow]:
+    """Finished events after `after_seq` of the user's channels (and about the user), in order."""
+    rows = await conn.fetch(
+        f"""
+        SELECT e.seq, e.type, e.channel_id, e.user_id, e.payload, e.created_at
+        FROM events e WHERE {_VISIBLE}
+        ORDER BY e.seq LIMIT $4
+        """,  # noqa: S608 (constant SQL fragment, values are parameters)
+        workspace_id,
+        after_seq,
+        user_id,
+        limit,
+    )
+    return [
+        EventRow(
+            r["seq"],
+            r["type"],
+            r["channel_id"],
+            r["user_id"],
+            json.loads(r["payload"]),
+            r["created_at"],
+        )
+        for r in rows
+    ]
+
+
+async def events_for_workspace(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, after_seq: int, limit: int
+) -> list[EventRow]:
+    """Every finished event of the workspace after `after_seq` (the server-side view)."""
+    rows = await conn.fetch(
+        """
+        SELECT seq, type, channel_id, user_id, payload, created_at FROM events
+        WHERE workspace_id = $1 AND seq > $2
+          AND seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)
+        ORDER BY seq LIMIT $3
+        """,
+        workspace_id,
+        after_seq,
+        limit,
+    )
+    return [
+        EventRow(
+            r["seq"],
+            r["type"],
+            r["channel_id"],
+            r["user_id"],
+            json.loads(r["payload"]),
+            r["created_at"],
+        )
+        for r in rows
+    ]
+
+
+async def latest_seq(conn: asyncpg.Connection, workspace_id: uuid.UUID) -> int:
+    """The highest seq a reader may see now (0 when there is none)."""
+    value = await conn.fetchval(
+        """
+        SELECT coalesce(max(seq), 0) FROM events
+        WHERE workspace_id = $1
+          AND seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)
+        """,
+        workspace_id,
+    )
+    return int(value)

@@ -1,0 +1,60 @@
+"""Who is calling: a workspace's backend (API secret) or one of its users (JWT)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from cariosan.db import users as user_rows
+from cariosan.db import workspaces as workspace_rows
+from cariosan.db.pool import Database
+from cariosan.domain import tokens
+from cariosan.domain.ids import customer_id
+from cariosan.domain.workspaces import SECRET_PREFIX, hash_secret
+from cariosan.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
+
+
+@dataclass(frozen=True)
+class Caller:
+    workspace_id: uuid.UUID
+    # The user acted as: the token's subject, or `user_id` named by the backend; None when the
+    # backend calls for itself.
+    user_id: str | None
+    is_server: bool
+    role: str = "user"
+
+    @property
+    def is_admin(self) -> bool:
+        """The backend and admin users may moderate (edit/delete any message, manage members)."""
+        return self.is_server or self.role == "admin"
+
+    def require_user(self) -> str:
+        if self.user_id is None:
+            raise ValidationFailed("user_id is required when calling with the API secret")
+        return self.user_id
+
+
+async def authenticate(
+    database: Database, jwt_secrets: list[str], credential: str, act_as: str | None
+) -> Caller:
+    if credential.startswith(SECRET_PREFIX):
+        async with database.connection() as conn:
+            workspace_id = await workspace_rows.workspace_for_secret(conn, hash_secret(credential))
+            if workspace_id is None:
+                raise Unauthorized("the API secret is not valid")
+            if act_as is None:
+                return Caller(workspace_id, None, is_server=True, role="server")
+            user_id = customer_id("user_id", act_as)
+            role = await user_rows.auth_lookup(conn, workspace_id, user_id)
+        if role is None:
+            raise NotFound(f"no such user: {user_id}")
+        return Caller(workspace_id, user_id, is_server=True, role=role)
+
+    claims = tokens.verify(credential, jwt_secrets)
+    if act_as is not None and act_as != claims.user_id:
+        raise Forbidden("a user token cannot act as another user")
+    async with database.connection() as conn:
+        role = await user_rows.auth_lookup(conn, claims.workspace_id, claims.user_id)
+    if role is None:
+        raise Unauthorized("the token's user does not exist or was deleted")
+    return Caller(claims.workspace_id, claims.user_id, is_server=False, role=role)

@@ -1,0 +1,57 @@
+"""User JWTs: HS256 with CARIOS_JWT_SECRET; CARIOS_JWT_SECRET_PREVIOUS still verifies."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+
+from cariosan.errors import Unauthorized, ValidationFailed
+
+ALGORITHM = "HS256"
+MAX_TTL_SECONDS = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    workspace_id: uuid.UUID
+    user_id: str
+    expires_at: int
+
+
+def mint(secret: str, workspace_id: uuid.UUID, user_id: str, ttl_seconds: int) -> tuple[str, int]:
+    if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
+        raise ValidationFailed(f"ttl_seconds must be between 1 and {MAX_TTL_SECONDS}")
+    now = int(time.time())
+    expires = now + ttl_seconds
+    claims = {"sub": user_id, "ws": str(workspace_id), "iat": now, "exp": expires}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM), expires
+
+
+def verify(token: str, secrets: list[str]) -> TokenClaims:
+    """Claims of a valid token, or UNAUTHORIZED. Only HS256 is accepted (never `none`)."""
+    for secret in secrets:
+        try:
+            claims = jwt.decode(
+                token,
+                secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["sub", "ws", "exp", "iat"]},
+            )
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the token has expired") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("the token is malformed") from None
+        try:
+            workspace_id = uuid.UUID(str(claims["ws"]))
+        except ValueError:
+            raise Unauthorized("the token is malformed") from None
+        user_id = claims["sub"]
+        if not isinstance(user_id, str) or not user_id:
+            raise Unauthorized("the token is malformed")
+        return TokenClaims(workspace_id, user_id, int(claims["exp"]))
+    raise Unauthorized("the token signature is not valid")

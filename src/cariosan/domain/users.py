@@ -1,0 +1,81 @@
+"""Users of a workspace: upsert, read, delete, and minting their tokens."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from cariosan.db import users as rows
+from cariosan.db.pool import Database
+from cariosan.domain import tokens
+from cariosan.domain.ids import customer_id
+from cariosan.errors import NotFound, ValidationFailed
+
+ROLES = ("user", "admin")
+MAX_NAME = 200
+MAX_URL = 2048
+
+
+async def upsert_user(
+    database: Database,
+    workspace_id: uuid.UUID,
+    user_id: str,
+    *,
+    name: str | None,
+    image_url: str | None,
+    role: str | None,
+    data: dict[str, Any] | None,
+    fields_set: frozenset[str],
+) -> tuple[rows.UserRow, bool]:
+    customer_id("user_id", user_id)
+    if role is not None and role not in ROLES:
+        raise ValidationFailed("role must be 'user' or 'admin'")
+    if name is not None and len(name) > MAX_NAME:
+        raise ValidationFailed(f"name must have at most {MAX_NAME} characters")
+    if image_url is not None and len(image_url) > MAX_URL:
+        raise ValidationFailed(f"image_url must have at most {MAX_URL} characters")
+    async with database.connection() as conn:
+        return await rows.upsert_user(
+            conn,
+            workspace_id,
+            user_id,
+            name=name,
+            image_url=image_url,
+            role=role,
+            data=data,
+            fields_set=fields_set,
+        )
+
+
+async def get_user(database: Database, workspace_id: uuid.UUID, user_id: str) -> rows.UserRow:
+    customer_id("user_id", user_id)
+    async with database.connection() as conn:
+        user = await rows.get_user(conn, workspace_id, user_id)
+    if user is None:
+        raise NotFound(f"no such user: {user_id}")
+    return user
+
+
+async def delete_user(database: Database, workspace_id: uuid.UUID, user_id: str, mode: str) -> None:
+    customer_id("user_id", user_id)
+    if mode not in ("anonymize", "hard"):
+        raise ValidationFailed("mode must be 'anonymize' or 'hard'")
+    async with database.transaction() as conn:
+        if mode == "hard":
+            found = await rows.hard_delete_user(conn, workspace_id, user_id)
+        else:
+            found = await rows.anonymize_user(conn, workspace_id, user_id)
+    if not found:
+        raise NotFound(f"no such user: {user_id}")
+
+
+async def mint_token(
+    database: Database, jwt_secret: str, workspace_id: uuid.UUID, user_id: str, ttl_seconds: int
+) -> tuple[str, int]:
+    """A JWT for an existing, active user; (token, expires_at as a Unix time)."""
+    customer_id("user_id", user_id)
+    async with database.connection() as conn:
+        role = await rows.auth_lookup(conn, workspace_id, user_id)
+    if role is None:
+        raise NotFound(f"no such user: {user_id}")
+    return tokens.mint(jwt_secret, workspace_id, user_id, ttl_seconds)

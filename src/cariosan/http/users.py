@@ -1,0 +1,122 @@
+"""Server-side user endpoints: upsert, read, delete, mint a token."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+from litestar import delete, get, post, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from cariosan.db.users import UserRow
+from cariosan.domain import users
+from cariosan.domain.auth import Caller
+from cariosan.services import Services
+
+
+class UserIn(msgspec.Struct, forbid_unknown_fields=False):
+    name: str | msgspec.UnsetType | None = msgspec.UNSET
+    image_url: str | msgspec.UnsetType | None = msgspec.UNSET
+    role: Literal["user", "admin"] | msgspec.UnsetType = msgspec.UNSET
+    data: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+
+
+class UserOut(msgspec.Struct):
+    id: str
+    name: str | None
+    image_url: str | None
+    role: str
+    data: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    last_active_at: datetime | None
+    deleted_at: datetime | None
+
+
+class TokenIn(msgspec.Struct):
+    ttl_seconds: int = 3600
+
+
+class TokenOut(msgspec.Struct):
+    token: str
+    expires_at: datetime
+
+
+def user_out(row: UserRow) -> UserOut:
+    return UserOut(
+        id=row.id,
+        name=row.name,
+        image_url=row.image_url,
+        role=row.role,
+        data=row.data,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_active_at=row.last_active_at,
+        deleted_at=row.deleted_at,
+    )
+
+
+def _value(value: Any) -> Any:
+    return None if value is msgspec.UNSET else value
+
+
+@put("/v1/users/{user_id:str}", status_code=200, tags=["users"])
+async def upsert_user(
+    user_id: FromPath[str],
+    data: JSONBody[UserIn],
+    server: NamedDependency[Caller],
+    services: NamedDependency[Services],
+) -> UserOut:
+    """Create or update a user (only the fields given change)."""
+    fields = frozenset(
+        f for f in ("name", "image_url", "role", "data") if getattr(data, f) is not msgspec.UNSET
+    )
+    row, _ = await users.upsert_user(
+        services.db,
+        server.workspace_id,
+        user_id,
+        name=_value(data.name),
+        image_url=_value(data.image_url),
+        role=_value(data.role),
+        data=_value(data.data),
+        fields_set=fields,
+    )
+    return user_out(row)
+
+
+@get("/v1/users/{user_id:str}", tags=["users"])
+async def get_user(
+    user_id: FromPath[str], server: NamedDependency[Caller], services: NamedDependency[Services]
+) -> UserOut:
+    return user_out(await users.get_user(services.db, server.workspace_id, user_id))
+
+
+@delete("/v1/users/{user_id:str}", status_code=204, tags=["users"])
+async def delete_user(
+    user_id: FromPath[str],
+    server: NamedDependency[Caller],
+    services: NamedDependency[Services],
+    mode: FromQuery[Literal["anonymize", "hard"]] = "anonymize",
+) -> None:
+    """Anonymize (default: messages stay, the person's details go) or hard-delete a user."""
+    await users.delete_user(services.db, server.workspace_id, user_id, mode)
+
+
+@post("/v1/users/{user_id:str}/token", status_code=200, tags=["users"])
+async def create_token(
+    user_id: FromPath[str],
+    server: NamedDependency[Caller],
+    services: NamedDependency[Services],
+    data: JSONBody[TokenIn | None] = None,
+) -> TokenOut:
+    """Mint a user JWT for the client app (default lifetime one hour)."""
+    ttl = (data or TokenIn()).ttl_seconds
+    token, expires = await users.mint_token(
+        services.db, services.settings.jwt_secret, server.workspace_id, user_id, ttl
+    )
+    return TokenOut(token=token, expires_at=datetime.fromtimestamp(expires, UTC))
+
+
+ROUTES = [upsert_user, get_user, delete_user, create_token]
