@@ -141,3 +141,24 @@ async def latest_seq(conn: asyncpg.Connection, workspace_id: uuid.UUID) -> int:
         workspace_id,
     )
     return int(value)
+
+
+async def read_page(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    user_id: str | None,
+    after_seq: int,
+    limit: int,
+) -> tuple[list[EventRow], int]:
+    """A page of events and the latest seq, both seen from one snapshot.
+
+    Runs in a read-only repeatable-read transaction so that `latest_seq` never points past an
+    event the page could not see.
+    """
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if user_id is None:
+            rows = await events_for_workspace(conn, workspace_id, after_seq, limit)
+        else:
+            rows = await events_for_user(conn, workspace_id, user_id, after_seq, limit)
+        latest = rows[-1].seq if len(rows) == limit else await latest_seq(conn, workspace_id)
+    return rows, latest

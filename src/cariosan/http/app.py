@@ -15,7 +15,7 @@ from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlu
 
 from cariosan import __version__
 from cariosan.domain.auth import Caller
-from cariosan.http import auth, health, middleware, openapi, users
+from cariosan.http import auth, events, health, middleware, openapi, users
 from cariosan.http.errors import EXCEPTION_HANDLERS
 from cariosan.obs.logging import get_logger
 from cariosan.services import BootFailed, Services
@@ -59,7 +59,7 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
         )
 
     app = Litestar(
-        route_handlers=[*health.ROUTES, *openapi.ROUTES, *users.ROUTES],
+        route_handlers=[*health.ROUTES, *openapi.ROUTES, *users.ROUTES, *events.ROUTES],
         dependencies={
             "services": Provide(lambda: services, use_cache=True, sync_to_thread=False),
             "caller": Provide(auth.provide_caller),

@@ -13,6 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from cariosan.db.users import UserRow
 from cariosan.domain import users
 from cariosan.domain.auth import Caller
+from cariosan.domain.views import UserView
 from cariosan.services import Services
 
 
@@ -21,18 +22,6 @@ class UserIn(msgspec.Struct, forbid_unknown_fields=False):
     image_url: str | msgspec.UnsetType | None = msgspec.UNSET
     role: Literal["user", "admin"] | msgspec.UnsetType = msgspec.UNSET
     data: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
-
-
-class UserOut(msgspec.Struct):
-    id: str
-    name: str | None
-    image_url: str | None
-    role: str
-    data: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    last_active_at: datetime | None
-    deleted_at: datetime | None
 
 
 class TokenIn(msgspec.Struct):
@@ -44,8 +33,8 @@ class TokenOut(msgspec.Struct):
     expires_at: datetime
 
 
-def user_out(row: UserRow) -> UserOut:
-    return UserOut(
+def user_out(row: UserRow) -> UserView:
+    return UserView(
         id=row.id,
         name=row.name,
         image_url=row.image_url,
@@ -68,7 +57,7 @@ async def upsert_user(
     data: JSONBody[UserIn],
     server: NamedDependency[Caller],
     services: NamedDependency[Services],
-) -> UserOut:
+) -> UserView:
     """Create or update a user (only the fields given change)."""
     fields = frozenset(
         f for f in ("name", "image_url", "role", "data") if getattr(data, f) is not msgspec.UNSET
@@ -89,7 +78,7 @@ async def upsert_user(
 @get("/v1/users/{user_id:str}", tags=["users"])
 async def get_user(
     user_id: FromPath[str], server: NamedDependency[Caller], services: NamedDependency[Services]
-) -> UserOut:
+) -> UserView:
     return user_out(await users.get_user(services.db, server.workspace_id, user_id))
 
 

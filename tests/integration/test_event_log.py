@@ -1,0 +1,114 @@
+"""The catch-up log under concurrent writers: a reader polling with its cursor sees every event
+exactly once, in seq order, although transactions commit in a different order than they
+started."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import asyncpg
+
+from cariosan.db import events
+from cariosan.domain.workspaces import create_workspace
+from tests.support.server import RunningServer
+
+WRITERS = 12
+EVENTS_PER_WRITER = 40
+
+
+async def test_reader_never_misses_an_event_of_concurrent_writers(server: RunningServer) -> None:
+    workspace = await create_workspace(server.services.db, "hammer")
+    dsn = server.services.settings.database_url
+    assert dsn
+    pool = await asyncpg.create_pool(dsn, min_size=WRITERS + 1, max_size=WRITERS + 2)
+    done = asyncio.Event()
+    rng = random.Random(7)
+
+    async def writer(n: int) -> None:
+        for i in range(EVENTS_PER_WRITER):
+            async with pool.acquire() as conn, conn.transaction():
+                # Hold the transaction open for a random while, sometimes writing two events,
+                # so commits interleave out of seq order.
+                await events.append_event(
+                    conn, workspace.id, "test.event", {"w": n, "i": i, "part": 0}, channel_id="c"
+                )
+                await asyncio.sleep(rng.random() * 0.01)
+                if i % 5 == 0:
+                    await events.append_event(
+                        conn,
+                        workspace.id,
+                        "test.event",
+                        {"w": n, "i": i, "part": 1},
+                        channel_id="c",
+                    )
+
+    seen: list[int] = []
+
+    async def reader() -> None:
+        cursor = 0
+        async with pool.acquire() as conn:
+            while True:
+                finished = done.is_set()
+                page, _ = await events.read_page(conn, workspace.id, None, cursor, 50)
+                for row in page:
+                    assert row.seq > cursor, "a reader must never be handed an older event"
+                    seen.append(row.seq)
+                    cursor = row.seq
+                if finished and not page:
+                    return
+                await asyncio.sleep(0.001)
+
+    reading = asyncio.create_task(reader())
+    await asyncio.gather(*(writer(n) for n in range(WRITERS)))
+    done.set()
+    await asyncio.wait_for(reading, timeout=60)
+
+    async with pool.acquire() as conn:
+        stored = [
+            r["seq"]
+            for r in await conn.fetch(
+                "SELECT seq FROM events WHERE workspace_id = $1 ORDER BY seq", workspace.id
+            )
+        ]
+    await pool.close()
+    expected = WRITERS * (EVENTS_PER_WRITER + EVENTS_PER_WRITER // 5)
+    assert len(stored) == expected
+    assert seen == stored, "the reader missed or repeated events"
+    assert len(set(seen)) == len(seen)
+
+
+async def test_rolled_back_events_never_appear(server: RunningServer) -> None:
+    workspace = await create_workspace(server.services.db, "rollback")
+    dsn = server.services.settings.database_url
+    assert dsn
+    conn = await asyncpg.connect(dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await events.append_event(conn, workspace.id, "test.lost", {}, channel_id="c")
+        await tx.rollback()
+        async with conn.transaction():
+            kept = await events.append_event(conn, workspace.id, "test.kept", {}, channel_id="c")
+        page, latest = await events.read_page(conn, workspace.id, None, 0, 10)
+    finally:
+        await conn.close()
+    assert [(r.type, r.seq) for r in page] == [("test.kept", kept)]
+    assert latest == kept
+
+
+async def test_other_workspace_events_are_invisible(server: RunningServer) -> None:
+    mine = await create_workspace(server.services.db, "mine")
+    theirs = await create_workspace(server.services.db, "theirs")
+    dsn = server.services.settings.database_url
+    assert dsn
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await events.append_event(conn, theirs.id, "test.secret", {"x": 1}, channel_id="c")
+        page, latest = await events.read_page(conn, mine.id, None, 0, 10)
+        user_page, _ = await events.read_page(conn, mine.id, "someone", 0, 10)
+    finally:
+        await conn.close()
+    assert page == [] and user_page == []
+    assert latest == 0
