@@ -149,6 +149,8 @@ async def test_start_after_starting_process_was_killed(workdir: Path) -> None:
     finally:
         starter.kill()  # SIGKILL: no cleanup runs; the postmaster lives on, orphaned
         starter.wait()
+        if starter.stdout is not None:
+            starter.stdout.close()
     assert _alive(old_pid)
 
     pg = EmbeddedPostgres(data, durable=False)

@@ -54,10 +54,12 @@ __all__ = [
     "provide_postgres",
     "provide_redis",
     "provide_s3",
+    "redis_server_binary",
     "s3_client",
     "start_embedded_postgres",
     "start_redis_server",
     "start_weed",
+    "weed_binary",
 ]
 
 LOCAL_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

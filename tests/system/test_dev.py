@@ -13,7 +13,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -99,6 +101,14 @@ def _run_once(workdir: Path, user: str) -> tuple[str, str]:
         assert ready["checks"]["ephemeral"]["kind"] == "memory"
         assert ready["checks"]["attachments"]["kind"] == "local"
         assert _postmaster_alive(workdir / ".cariosan")
+        secret = re.search(r"API secret\s+(\S+)", banner)
+        assert secret, banner
+        upserted = httpx.put(
+            url + "/v1/users/probe",
+            json={"name": "Probe"},
+            headers={"Authorization": f"Bearer {secret.group(1)}"},
+        )
+        assert upserted.status_code == 200, "the printed API secret must work"
         # Ctrl-C sends SIGINT to the terminal's whole foreground process group.
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=60)
@@ -115,9 +125,18 @@ def _run_once(workdir: Path, user: str) -> tuple[str, str]:
     return workspace.group(1), secret.group(1)
 
 
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    # Not under pytest's tmp_path: a root pytest session resets /tmp/pytest-of-root to 0700,
+    # which would cut the unprivileged PostgreSQL off from its data mid-run.
+    folder = Path(tempfile.mkdtemp(prefix="cariosan-dev-test-"))
+    os.chmod(folder, 0o755)
+    yield folder / "project"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.parametrize("user", USERS)
-def test_dev_runs_stops_cleanly_and_keeps_its_data(tmp_path: Path, user: str) -> None:
-    workdir = tmp_path / "project"
+def test_dev_runs_stops_cleanly_and_keeps_its_data(workdir: Path, user: str) -> None:
     workdir.mkdir()
     if user == "nobody":
         os.chown(workdir, 65534, 65534)
