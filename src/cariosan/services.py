@@ -92,6 +92,13 @@ class Services:
                 "(a newer release ran here); serving anyway, since migrations are additive",
                 unknown_versions=[a.version for a in report.ahead],
             )
+        try:
+            await self.blobs.prepare()
+        except Exception as exc:
+            # Attachments answer 503 until the store is back; chat itself keeps working.
+            log.warning(
+                "attachment_store_unavailable", kind=self.blobs.kind, error=exc.__class__.__name__
+            )
         self.schema_version = report.schema_version
         self.metrics.schema_version.set(report.schema_version)
         self.metrics.pending_migrations.set(prepared.pending)

@@ -9,9 +9,10 @@ import httpx
 import jwt
 import pytest
 
-from cariosan.domain.workspaces import NewWorkspace
+from cariosan.config import Limits, Settings
+from cariosan.domain.workspaces import NewWorkspace, create_workspace
 from tests.conftest import JWT_SECRET
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, start_server
 
 
 def _server(workspace: NewWorkspace) -> dict[str, str]:
@@ -155,14 +156,21 @@ async def test_delete_anonymize_and_hard(server: RunningServer, workspace: NewWo
         assert (await http.get("/v1/me")).status_code in (401, 404)
 
 
-async def test_rate_limit_headers_and_429(settings: object) -> None:
-    from cariosan.config import Limits, Settings
-    from cariosan.domain.workspaces import create_workspace
-    from tests.support.server import start_server
-
-    assert isinstance(settings, Settings)
+@pytest.fixture(params=["memory", "redis"])
+def limited_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """A workspace limit of 5 requests a minute, counted in memory or in real Redis."""
     tight = settings.with_overrides(limits=Limits(workspace_requests_per_minute=5))
-    async with start_server(tight) as running:
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+        tight = tight.with_overrides(redis_url=url, redis_prefix=prefix)
+    return tight
+
+
+async def test_rate_limit_headers_and_429(limited_settings: Settings) -> None:
+    async with start_server(limited_settings) as running:
+        async with running.client() as probe:
+            kind = (await probe.get("/readyz")).json()["checks"]
         ws = await create_workspace(running.services.db, "limited")
         async with running.client(headers=_server(ws)) as http:
             statuses = []
@@ -176,3 +184,5 @@ async def test_rate_limit_headers_and_429(settings: object) -> None:
             assert response.headers["x-ratelimit-limit"] == "5"
             assert response.headers["x-ratelimit-remaining"] == "0"
             assert int(response.headers["x-ratelimit-reset"]) >= 1
+    expected = "redis" if limited_settings.redis_url else "ephemeral"
+    assert kind[expected]["status"] == "ok"

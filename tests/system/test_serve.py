@@ -115,7 +115,9 @@ def test_changed_migration_stops_the_boot(database_url: str, tmp_path: Path) -> 
             await conn.close()
 
     asyncio.run(tamper())
-    result = run_cli(["serve"], {**_env(database_url), "CARIOS_PORT": str(free_port())}, cwd=tmp_path)
+    result = run_cli(
+        ["serve"], {**_env(database_url), "CARIOS_PORT": str(free_port())}, cwd=tmp_path
+    )
     assert result.returncode == 1
     assert "0001_workspaces.sql was changed after it was applied" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -188,5 +190,3 @@ def test_version(tmp_path: Path) -> None:
         "release": __version__,
         "schema_version": max(m.version for m in load_migrations()),
     }
-
-

@@ -21,5 +21,8 @@ class LocalStore:
 
         await asyncio.to_thread(check)
 
+    async def prepare(self) -> None:
+        await self.ping()
+
     async def close(self) -> None:
         return None

@@ -7,6 +7,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 
 class S3Store:
@@ -33,6 +34,17 @@ class S3Store:
 
     async def ping(self) -> None:
         await asyncio.to_thread(self.client.head_bucket, Bucket=self.bucket)
+
+    async def prepare(self) -> None:
+        def create_if_missing() -> None:
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                    raise
+                self.client.create_bucket(Bucket=self.bucket)
+
+        await asyncio.to_thread(create_if_missing)
 
     async def close(self) -> None:
         return None

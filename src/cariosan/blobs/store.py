@@ -11,4 +11,7 @@ class BlobStore(Protocol):
     async def ping(self) -> None:
         """Raise when the store cannot be used right now."""
 
+    async def prepare(self) -> None:
+        """Create the bucket or folder if it is missing (at boot)."""
+
     async def close(self) -> None: ...
