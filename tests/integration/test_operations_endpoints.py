@@ -12,6 +12,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from cariosan.config import Settings
 from cariosan.db.schema import MIGRATION_LOCK_KEY
 from cariosan.obs.tracing import build_tracer_provider
+from cariosan.domain.workspaces import NewWorkspace
+from tests.support.chat import bearer
 from tests.support.server import RunningServer, start_server
 
 
@@ -97,12 +99,17 @@ async def test_every_response_has_a_request_id(server: RunningServer) -> None:
     assert refused.headers["x-request-id"] != "bad id\twith spaces"
 
 
-async def test_metrics_are_labelled_by_route_template(server: RunningServer) -> None:
+async def test_metrics_are_labelled_by_route_template(
+    server: RunningServer, workspace: NewWorkspace
+) -> None:
     async with server.client() as http:
         for n in range(3):
             await http.get(f"/random-path-{n}")
+            await http.get(f"/v1/users/someone-{n}", headers=bearer(workspace.api_secret))
         await http.get("/healthz")
         text = (await http.get("/metrics")).text
+    assert 'route="/v1/users/{user_id}",status="404"} 3.0' in text
+    assert "someone-" not in text
     assert 'cariosan_http_requests_total{method="GET",route="/healthz",status="200"}' in text
     assert 'route="unmatched",status="404"' in text
     assert "random-path" not in text
