@@ -1,0 +1,116 @@
+"""The HTTP plumbing shared by `ChatClient` and `ServerClient`: one connection pool, JSON in and
+out, and typed errors for every failure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import metadata
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from cariosan.client.errors import Internal, TransportError, error_from_response
+
+T = TypeVar("T")
+
+Params = Mapping[str, str | int | bool | None]
+
+try:
+    _VERSION = metadata.version("cariosan")
+except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    _VERSION = "0"
+
+USER_AGENT = f"cariosan-python/{_VERSION}"
+
+
+def segment(value: str) -> str:
+    """`value` quoted as one path segment: `/`, `@`, `?`, `#` and `%` are escaped, and `.`/`..`
+    (which URL resolution would collapse) are spelled `%2E`."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"an id must be a non-empty string, not {value!r}")
+    quoted = quote(value, safe="")
+    if quoted in (".", ".."):
+        quoted = quoted.replace(".", "%2E")
+    return quoted
+
+
+def _query(params: Params | None) -> dict[str, str | int] | None:
+    if not params:
+        return None
+    query: dict[str, str | int] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        query[key] = ("true" if value else "false") if isinstance(value, bool) else value
+    return query
+
+
+class Connection:
+    """An `httpx.AsyncClient` bound to a Cariosan base URL; raises `CariosanError`s."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float | httpx.Timeout,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        if not base_url:
+            raise ValueError("base_url is required, e.g. 'https://chat.example.com'")
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+        )
+
+    @property
+    def base_url(self) -> httpx.URL:
+        return self._client.base_url
+
+    @property
+    def is_closed(self) -> bool:
+        return self._client.is_closed
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        credential: str,
+        params: Params | None = None,
+        json: Any = None,
+    ) -> httpx.Response:
+        """Send one request; return a 2xx response or raise the typed error."""
+        headers = {"Authorization": f"Bearer {credential}"}
+        content = None
+        if json is not None:
+            content = msgspec.json.encode(json)
+            headers["Content-Type"] = "application/json"
+        try:
+            response = await self._client.request(
+                method, path, params=_query(params), content=content, headers=headers
+            )
+        except httpx.TransportError as exc:
+            raise TransportError.wrap(exc) from exc
+        if not response.is_success:
+            raise error_from_response(response)
+        return response
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def decode(response: httpx.Response, type_: type[T]) -> T:
+    """The response body as `type_`; a body that does not fit is `Internal`."""
+    try:
+        return msgspec.json.decode(response.content, type=type_)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Internal(
+            f"unexpected response from {response.request.method} {response.request.url.path}: "
+            f"{exc}",
+            status=response.status_code,
+            request_id=response.headers.get("x-request-id"),
+        ) from exc

@@ -1,0 +1,328 @@
+"""`ChatClient`: the client endpoints of API.md, as one end user (or the backend acting as one).
+
+async with ChatClient("https://chat.example.com", token=jwt) as chat:
+    channel = await chat.create_channel("dm", ["alice", "bob"])
+    await chat.send(channel.id, "hello")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import httpx
+
+from cariosan.client._http import Connection, Params, decode, segment
+from cariosan.client.errors import TransportError, Unauthorized, Unavailable
+from cariosan.client.models import (
+    Channel,
+    ChannelPage,
+    Download,
+    EventPage,
+    Me,
+    Message,
+    MessageList,
+    MessagePage,
+    UnreadCount,
+    Upload,
+)
+
+__all__ = ["ChatClient", "TokenProvider"]
+
+TokenProvider = Callable[[], Awaitable[str]]
+
+# Pause before `send` retries after a network error or 503 (module-level so tests can shorten it).
+SEND_RETRY_DELAY = 0.5
+
+
+def _body(**fields: Any) -> dict[str, Any]:
+    """A JSON body with only the fields that were given."""
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+class ChatClient:
+    """The client API as one user, authenticated by a user JWT.
+
+    Give a `token`, a `token_provider` (an async function returning a fresh JWT), or both. Without
+    a token the provider is called before the first request; on `401 UNAUTHORIZED` it is called
+    once more and the request retried once. Without a provider a 401 raises `Unauthorized`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        token_provider: TokenProvider | None = None,
+        timeout: float | httpx.Timeout = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if token is None and token_provider is None:
+            raise ValueError("ChatClient needs a token or a token_provider")
+        self._setup(
+            Connection(base_url, timeout=timeout, transport=transport),
+            owns_connection=True,
+            token=token,
+            token_provider=token_provider,
+            acting_as=None,
+        )
+
+    @classmethod
+    def _acting_as(cls, connection: Connection, api_secret: str, user_id: str) -> ChatClient:
+        """A client on a `ServerClient`'s connection, sending `?user_id=` with every request."""
+        client = cls.__new__(cls)
+        client._setup(
+            connection,
+            owns_connection=False,
+            token=api_secret,
+            token_provider=None,
+            acting_as=user_id,
+        )
+        return client
+
+    def _setup(
+        self,
+        connection: Connection,
+        *,
+        owns_connection: bool,
+        token: str | None,
+        token_provider: TokenProvider | None,
+        acting_as: str | None,
+    ) -> None:
+        self._connection = connection
+        self._owns_connection = owns_connection
+        self._token = token
+        self._token_provider = token_provider
+        self._token_lock = asyncio.Lock()
+        self._acting_as_user = acting_as
+
+    @property
+    def user_id(self) -> str | None:
+        """The user this client acts as when made by `ServerClient.as_user`, else None."""
+        return self._acting_as_user
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (a client from `as_user` leaves the shared one open)."""
+        if self._owns_connection:
+            await self._connection.aclose()
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    async def _current_token(self) -> str:
+        if self._token is None:
+            async with self._token_lock:
+                if self._token is None:
+                    assert self._token_provider is not None
+                    self._token = await self._token_provider()
+        return self._token
+
+    async def _fresh_token(self, rejected: str) -> str:
+        """A new token from the provider, unless a concurrent request already replaced it."""
+        assert self._token_provider is not None
+        async with self._token_lock:
+            if self._token == rejected:
+                self._token = await self._token_provider()
+            assert self._token is not None
+            return self._token
+
+    async def _request(
+        self, method: str, path: str, *, params: Params | None = None, json: Any = None
+    ) -> httpx.Response:
+        if self._acting_as_user is not None:
+            params = {**(params or {}), "user_id": self._acting_as_user}
+        token = await self._current_token()
+        try:
+            return await self._connection.request(
+                method, path, credential=token, params=params, json=json
+            )
+        except Unauthorized:
+            if self._token_provider is None:
+                raise
+        token = await self._fresh_token(token)
+        return await self._connection.request(
+            method, path, credential=token, params=params, json=json
+        )
+
+    # -- me --------------------------------------------------------------------------------------
+
+    async def me(self) -> Me:
+        """The current user and their unread total across channels."""
+        return decode(await self._request("GET", "/v1/me"), Me)
+
+    # -- channels --------------------------------------------------------------------------------
+
+    async def create_channel(
+        self,
+        type: Literal["dm", "group", "public"],
+        members: Sequence[str],
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Channel:
+        """Create a channel (a dm between the same two users is returned again, not duplicated)."""
+        body = _body(id=id, type=type, name=name, members=list(members), data=data)
+        return decode(await self._request("POST", "/v1/channels", json=body), Channel)
+
+    async def list_channels(
+        self, limit: int | None = None, cursor: str | None = None, public: bool | None = None
+    ) -> ChannelPage:
+        """The caller's channels, newest activity first (`public=True` adds public channels)."""
+        params = {"limit": limit, "cursor": cursor, "public": public}
+        return decode(await self._request("GET", "/v1/channels", params=params), ChannelPage)
+
+    async def get_channel(self, id: str) -> Channel:
+        """One channel, with its `members`."""
+        return decode(await self._request("GET", f"/v1/channels/{segment(id)}"), Channel)
+
+    async def update_channel(
+        self, id: str, *, name: str | None = None, data: dict[str, Any] | None = None
+    ) -> Channel:
+        """Change a channel's name and/or data (fields left None are not sent)."""
+        body = _body(name=name, data=data)
+        response = await self._request("PATCH", f"/v1/channels/{segment(id)}", json=body)
+        return decode(response, Channel)
+
+    async def delete_channel(self, id: str) -> None:
+        """Soft-delete a channel (its history is kept for export)."""
+        await self._request("DELETE", f"/v1/channels/{segment(id)}")
+
+    async def add_members(self, channel_id: str, user_ids: Sequence[str]) -> Channel:
+        path = f"/v1/channels/{segment(channel_id)}/members"
+        response = await self._request("POST", path, json={"user_ids": list(user_ids)})
+        return decode(response, Channel)
+
+    async def remove_member(self, channel_id: str, user_id: str) -> None:
+        path = f"/v1/channels/{segment(channel_id)}/members/{segment(user_id)}"
+        await self._request("DELETE", path)
+
+    # -- messages --------------------------------------------------------------------------------
+
+    async def list_messages(
+        self,
+        channel_id: str,
+        *,
+        limit: int | None = None,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> MessagePage:
+        """A page of a channel's messages, oldest first, before or after a message id."""
+        params = {"limit": limit, "before": before, "after": after}
+        path = f"/v1/channels/{segment(channel_id)}/messages"
+        return decode(await self._request("GET", path, params=params), MessagePage)
+
+    async def send(
+        self,
+        channel_id: str,
+        text: str,
+        *,
+        id: str | None = None,
+        parent_id: str | None = None,
+        attachment_ids: Sequence[str] | None = None,
+        mentions: Sequence[str] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Message:
+        """Post a message (a reply when `parent_id` is set).
+
+        The message id makes sending idempotent: without `id`, `send` makes a uuid4 itself. After
+        a network error or `503 UNAVAILABLE` it retries once with the same id, so the server
+        returns the original message instead of storing a duplicate.
+        """
+        body = _body(
+            id=id or str(uuid.uuid4()),
+            text=text,
+            parent_id=parent_id,
+            attachment_ids=None if attachment_ids is None else list(attachment_ids),
+            mentions=None if mentions is None else list(mentions),
+            data=data,
+        )
+        path = f"/v1/channels/{segment(channel_id)}/messages"
+        try:
+            response = await self._request("POST", path, json=body)
+        except (TransportError, Unavailable):
+            await asyncio.sleep(SEND_RETRY_DELAY)
+            response = await self._request("POST", path, json=body)
+        return decode(response, Message)
+
+    async def edit_message(self, id: str, text: str) -> Message:
+        """Replace a message's text (author or admin); sets `edited_at`."""
+        response = await self._request("PATCH", f"/v1/messages/{segment(id)}", json={"text": text})
+        return decode(response, Message)
+
+    async def delete_message(self, id: str) -> None:
+        """Soft-delete a message: `deleted_at` set, text and attachments gone from reads."""
+        await self._request("DELETE", f"/v1/messages/{segment(id)}")
+
+    async def replies(
+        self, message_id: str, limit: int | None = None, before: str | None = None
+    ) -> MessagePage:
+        """A page of a message's thread replies, oldest first."""
+        path = f"/v1/messages/{segment(message_id)}/replies"
+        params = {"limit": limit, "before": before}
+        return decode(await self._request("GET", path, params=params), MessagePage)
+
+    async def add_reaction(self, message_id: str, type: str) -> Message:
+        path = f"/v1/messages/{segment(message_id)}/reactions/{segment(type)}"
+        return decode(await self._request("PUT", path), Message)
+
+    async def remove_reaction(self, message_id: str, type: str) -> Message:
+        path = f"/v1/messages/{segment(message_id)}/reactions/{segment(type)}"
+        return decode(await self._request("DELETE", path), Message)
+
+    # -- read state and typing -------------------------------------------------------------------
+
+    async def mark_read(self, channel_id: str, message_id: str | None = None) -> int:
+        """Mark the channel read up to `message_id` (default: latest); returns its unread count."""
+        path = f"/v1/channels/{segment(channel_id)}/read"
+        response = await self._request("POST", path, json=_body(message_id=message_id))
+        return decode(response, UnreadCount).unread_count
+
+    async def typing(self, channel_id: str, state: Literal["start", "stop"]) -> None:
+        path = f"/v1/channels/{segment(channel_id)}/typing"
+        await self._request("POST", path, json={"state": state})
+
+    # -- attachments -----------------------------------------------------------------------------
+
+    async def create_upload(
+        self, channel_id: str, filename: str, content_type: str, size: int
+    ) -> Upload:
+        """Reserve an attachment; PUT its bytes to `upload_url` with `upload_headers`."""
+        body = {
+            "channel_id": channel_id,
+            "filename": filename,
+            "content_type": content_type,
+            "size": size,
+        }
+        return decode(await self._request("POST", "/v1/attachments", json=body), Upload)
+
+    async def get_attachment(self, id: str) -> Download:
+        """A presigned download URL (valid 15 minutes) for an attachment."""
+        return decode(await self._request("GET", f"/v1/attachments/{segment(id)}"), Download)
+
+    # -- search and catch-up ---------------------------------------------------------------------
+
+    async def search(
+        self, q: str, channel_id: str | None = None, limit: int | None = None
+    ) -> list[Message]:
+        """Messages matching `q` in the caller's channels (or in one channel)."""
+        params = {"q": q, "channel_id": channel_id, "limit": limit}
+        return decode(await self._request("GET", "/v1/search", params=params), MessageList).messages
+
+    async def events(self, after_seq: int | None = None, limit: int | None = None) -> EventPage:
+        """Persisted events after `after_seq`, in order: the WebSocket's stream, for catch-up."""
+        params = {"after_seq": after_seq, "limit": limit}
+        return decode(await self._request("GET", "/v1/events", params=params), EventPage)

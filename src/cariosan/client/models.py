@@ -1,0 +1,187 @@
+"""What the API returns, as typed, immutable `msgspec` structs decoded straight from JSON.
+
+Decoding is lenient: fields this SDK does not know are ignored, so a newer server never breaks an
+older SDK, and fields that may be absent default to None (or an empty list/dict). Times are
+timezone-aware `datetime`s (UTC), decoded from the RFC 3339 strings of the API.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "Attachment",
+    "Channel",
+    "ChannelPage",
+    "Delivery",
+    "DeliveryPage",
+    "Download",
+    "EventPage",
+    "Me",
+    "Member",
+    "Message",
+    "MessagePage",
+    "Token",
+    "Upload",
+    "User",
+    "Webhook",
+]
+
+
+class User(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    name: str | None = None
+    image_url: str | None = None
+    role: str = "user"
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    created_at: datetime
+    updated_at: datetime | None = None
+    last_active_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+
+class Token(msgspec.Struct, kw_only=True, frozen=True):
+    """A user JWT for `ChatClient`, minted by `ServerClient.create_token`."""
+
+    token: str
+    expires_at: datetime
+
+
+class Attachment(msgspec.Struct, kw_only=True, frozen=True):
+    """An attachment as referenced by a message."""
+
+    id: str
+    filename: str
+    content_type: str
+    size: int
+
+
+class Message(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    channel_id: str
+    user_id: str
+    text: str = ""
+    parent_id: str | None = None
+    reply_count: int = 0
+    attachments: list[Attachment] = msgspec.field(default_factory=list)
+    mentions: list[str] = msgspec.field(default_factory=list)
+    reactions: dict[str, int] = msgspec.field(default_factory=dict)
+    own_reactions: list[str] = msgspec.field(default_factory=list)
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    created_at: datetime
+    edited_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+
+class Member(msgspec.Struct, kw_only=True, frozen=True):
+    user_id: str
+    role: str = "member"
+    joined_at: datetime | None = None
+
+
+class Channel(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    type: str
+    name: str | None = None
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    member_count: int = 0
+    last_message: Message | None = None
+    last_message_at: datetime | None = None
+    unread_count: int = 0
+    # Present on single-channel reads (get_channel, create_channel, update_channel, add_members).
+    members: list[Member] | None = None
+    created_by: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+
+class ChannelPage(msgspec.Struct, kw_only=True, frozen=True):
+    """Channels, newest activity first; pass `next_cursor` back to get the next page."""
+
+    channels: list[Channel] = msgspec.field(default_factory=list)
+    next_cursor: str | None = None
+
+
+class MessagePage(msgspec.Struct, kw_only=True, frozen=True):
+    """Messages oldest first; `has_more` says whether older (or newer, with `after`) ones exist."""
+
+    messages: list[Message] = msgspec.field(default_factory=list)
+    has_more: bool = False
+
+
+class EventPage(msgspec.Struct, kw_only=True, frozen=True):
+    """Persisted events after a `seq`, for catch-up; each event is a dict with `type` and `seq`."""
+
+    events: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    latest_seq: int = 0
+
+
+class Me(msgspec.Struct, kw_only=True, frozen=True):
+    user: User
+    total_unread: int = 0
+
+
+class Upload(msgspec.Struct, kw_only=True, frozen=True):
+    """Where to PUT an attachment's bytes; reference `attachment_id` in `send` afterwards."""
+
+    attachment_id: str
+    upload_url: str
+    upload_method: str = "PUT"
+    upload_headers: dict[str, str] = msgspec.field(default_factory=dict)
+    expires_at: datetime | None = None
+
+
+class Download(msgspec.Struct, kw_only=True, frozen=True):
+    """A presigned GET URL for an attachment, valid until `expires_at`."""
+
+    url: str
+    expires_at: datetime | None = None
+    filename: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+
+
+class Webhook(msgspec.Struct, kw_only=True, frozen=True):
+    """A webhook endpoint; `secret` (for verifying signatures) is only set when just created."""
+
+    id: str
+    url: str
+    events: list[str] = msgspec.field(default_factory=list)
+    secret: str | None = None
+    created_at: datetime | None = None
+
+
+class Delivery(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    event_type: str
+    seq: int | None = None
+    status: str
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    created_at: datetime | None = None
+
+
+class DeliveryPage(msgspec.Struct, kw_only=True, frozen=True):
+    deliveries: list[Delivery] = msgspec.field(default_factory=list)
+    next_cursor: str | None = None
+
+
+# Envelopes the SDK unwraps before returning.
+
+
+class WebhookList(msgspec.Struct, kw_only=True, frozen=True):
+    webhooks: list[Webhook] = msgspec.field(default_factory=list)
+
+
+class MessageList(msgspec.Struct, kw_only=True, frozen=True):
+    messages: list[Message] = msgspec.field(default_factory=list)
+
+
+class UnreadCount(msgspec.Struct, kw_only=True, frozen=True):
+    unread_count: int = 0

@@ -1,0 +1,147 @@
+"""`ServerClient`: the server-side endpoints of API.md, for the backend (workspace API secret).
+
+async with ServerClient() as server:  # CARIOS_API_URL, CARIOS_API_SECRET
+    await server.upsert_user("alice", name="Alice")
+    token = await server.create_token("alice")
+    await server.as_user("alice").send("general", "hi from the backend")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import httpx
+
+from cariosan.client._http import Connection, Params, decode, segment
+from cariosan.client.chat import ChatClient
+from cariosan.client.models import DeliveryPage, Token, User, Webhook, WebhookList
+
+__all__ = ["ServerClient"]
+
+URL_ENV = "CARIOS_API_URL"
+SECRET_ENV = "CARIOS_API_SECRET"
+
+
+class ServerClient:
+    """The server-side API with the workspace API secret; `as_user` reaches the client API."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_secret: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        base_url = base_url or os.environ.get(URL_ENV)
+        api_secret = api_secret or os.environ.get(SECRET_ENV)
+        if not base_url:
+            raise ValueError(f"ServerClient needs base_url= or the {URL_ENV} environment variable")
+        if not api_secret:
+            raise ValueError(
+                f"ServerClient needs api_secret= or the {SECRET_ENV} environment variable"
+            )
+        self._api_secret = api_secret
+        self._connection = Connection(base_url, timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (shared with every `as_user` client)."""
+        await self._connection.aclose()
+
+    async def _request(
+        self, method: str, path: str, *, params: Params | None = None, json: Any = None
+    ) -> httpx.Response:
+        return await self._connection.request(
+            method, path, credential=self._api_secret, params=params, json=json
+        )
+
+    def as_user(self, user_id: str) -> ChatClient:
+        """A `ChatClient` acting as `user_id` (sent as `?user_id=` on every request), sharing this
+        client's connection and secret; closing it leaves this client open."""
+        segment(user_id)  # the same check as for a path: a non-empty string
+        return ChatClient._acting_as(self._connection, self._api_secret, user_id)
+
+    # -- users -----------------------------------------------------------------------------------
+
+    async def upsert_user(
+        self,
+        user_id: str,
+        *,
+        name: str | None = None,
+        image_url: str | None = None,
+        role: Literal["user", "admin"] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> User:
+        """Create the user or update it; fields left None are not sent (and stay unchanged)."""
+        body = {
+            key: value
+            for key, value in {
+                "name": name,
+                "image_url": image_url,
+                "role": role,
+                "data": data,
+            }.items()
+            if value is not None
+        }
+        return decode(await self._request("PUT", f"/v1/users/{segment(user_id)}", json=body), User)
+
+    async def get_user(self, user_id: str) -> User:
+        return decode(await self._request("GET", f"/v1/users/{segment(user_id)}"), User)
+
+    async def delete_user(
+        self, user_id: str, mode: Literal["anonymize", "hard"] = "anonymize"
+    ) -> None:
+        """Delete a user: `anonymize` keeps their messages without identity, `hard` removes all."""
+        await self._request("DELETE", f"/v1/users/{segment(user_id)}", params={"mode": mode})
+
+    async def create_token(self, user_id: str, ttl_seconds: int | None = None) -> Token:
+        """A user JWT for `ChatClient` (valid `ttl_seconds`, server default 3600)."""
+        body = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}
+        path = f"/v1/users/{segment(user_id)}/token"
+        return decode(await self._request("POST", path, json=body), Token)
+
+    # -- webhooks --------------------------------------------------------------------------------
+
+    async def create_webhook(self, url: str, events: Sequence[str]) -> Webhook:
+        """Register an endpoint for event types (or `["*"]`); keep the returned `secret`, it is
+        shown only once."""
+        names = [events] if isinstance(events, str) else list(events)
+        body = {"url": url, "events": names}
+        return decode(await self._request("POST", "/v1/webhooks", json=body), Webhook)
+
+    async def list_webhooks(self) -> list[Webhook]:
+        return decode(await self._request("GET", "/v1/webhooks"), WebhookList).webhooks
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self._request("DELETE", f"/v1/webhooks/{segment(webhook_id)}")
+
+    async def list_deliveries(
+        self,
+        webhook_id: str,
+        status: Literal["pending", "succeeded", "failed"] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> DeliveryPage:
+        """A page of an endpoint's deliveries; pass `next_cursor` back for the next one."""
+        path = f"/v1/webhooks/{segment(webhook_id)}/deliveries"
+        params = {"status": status, "limit": limit, "cursor": cursor}
+        return decode(await self._request("GET", path, params=params), DeliveryPage)
+
+    async def replay_delivery(self, webhook_id: str, delivery_id: str) -> None:
+        """Queue a delivery to be sent again."""
+        path = f"/v1/webhooks/{segment(webhook_id)}/deliveries/{segment(delivery_id)}/replay"
+        await self._request("POST", path)
