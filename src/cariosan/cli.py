@@ -152,6 +152,86 @@ def cmd_workspace_list(args: argparse.Namespace) -> int:
     return 0
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `30m`, `24h`, `7d` or plain seconds; argparse reports a bad value as usage (2)."""
+    value = text.strip().lower()
+    unit = _DURATION_UNITS.get(value[-1:]) if value else None
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (use e.g. 90s, 30m, 24h)"
+        ) from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError("a duration cannot be negative")
+    return seconds
+
+
+def _workspace_id(text: str) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a workspace id: {text!r}") from None
+
+
+def cmd_rotate_secret(args: argparse.Namespace) -> int:
+    from cariosan.domain.workspaces import rotate_secret
+
+    settings = _settings()
+
+    async def run() -> Any:
+        prepared = await _open_database(settings)
+        try:
+            return await rotate_secret(prepared.database, args.workspace, args.grace)
+        finally:
+            await prepared.database.close()
+
+    rotated = asyncio.run(run())
+    until = rotated.previous_valid_until
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "workspace_id": str(rotated.workspace_id),
+                    "api_secret": rotated.api_secret,
+                    "previous_valid_until": until.isoformat() if until else None,
+                }
+            )
+        )
+    else:
+        print(f"api secret {rotated.api_secret}")
+        if until is None:
+            print("The previous API secret stopped working now.")
+        else:
+            print(f"The previous API secret keeps working until {until.isoformat()}.")
+        print("The new API secret is shown only this once.")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from cariosan.domain.users import mint_token
+
+    settings = _settings()
+    secret = settings.require_jwt_secret()
+
+    async def run() -> tuple[str, int]:
+        prepared = await _open_database(settings)
+        try:
+            return await mint_token(prepared.database, secret, args.workspace, args.user, args.ttl)
+        finally:
+            await prepared.database.close()
+
+    token, _ = asyncio.run(run())
+    print(token)
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     from cariosan.db.schema import load_migrations
 
@@ -202,6 +282,26 @@ def build_parser() -> argparse.ArgumentParser:
     listing = ws_commands.add_parser("list", help="list workspaces (never secrets)")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_workspace_list)
+
+    rotate = commands.add_parser(
+        "rotate-secret", help="new API secret for a workspace (the old one stops working)"
+    )
+    rotate.add_argument("--workspace", required=True, type=_workspace_id, metavar="ID")
+    rotate.add_argument(
+        "--grace",
+        type=parse_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="keep the old secret valid this long (e.g. 30m, 24h); default: stop it now",
+    )
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(func=cmd_rotate_secret)
+
+    token = commands.add_parser("token", help="mint a user JWT (support and debugging)")
+    token.add_argument("--workspace", required=True, type=_workspace_id, metavar="ID")
+    token.add_argument("--user", required=True, metavar="USER")
+    token.add_argument("--ttl", type=int, default=3600, metavar="SECONDS")
+    token.set_defaults(func=cmd_token)
 
     version = commands.add_parser("version", help="release and schema version")
     version.add_argument("--json", action="store_true")

@@ -47,6 +47,11 @@ class ServerClient:
         self._api_secret = api_secret
         self._connection = Connection(base_url, timeout=timeout, transport=transport)
 
+    @property
+    def base_url(self) -> str:
+        """The server's URL, for handing on to `ChatClient`s."""
+        return str(self._connection.base_url).rstrip("/")
+
     async def __aenter__(self) -> Self:
         return self
 

@@ -53,3 +53,33 @@ async def workspace_for_secret(conn: asyncpg.Connection, secret_hash: bytes) -> 
         secret_hash,
     )
     return value if isinstance(value, uuid.UUID) else None
+
+
+async def rotate_secret(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    new_hash: bytes,
+    grace_seconds: float,
+) -> datetime | None:
+    """Add a new secret; the current ones end now or after the grace period. Returns when the
+    old ones stop working (None if they stopped at once)."""
+    async with conn.transaction():
+        ends: datetime | None = await conn.fetchval(
+            """
+            UPDATE api_secrets
+            SET expires_at = CASE
+                WHEN expires_at IS NULL OR expires_at > now() + make_interval(secs => $2)
+                THEN now() + make_interval(secs => $2)
+                ELSE expires_at END
+            WHERE workspace_id = $1 AND (expires_at IS NULL OR expires_at > now())
+            RETURNING expires_at
+            """,
+            workspace_id,
+            float(grace_seconds),
+        )
+        await conn.execute(
+            "INSERT INTO api_secrets (workspace_id, secret_hash) VALUES ($1, $2)",
+            workspace_id,
+            new_hash,
+        )
+    return ends if grace_seconds > 0 else None

@@ -6,10 +6,11 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from cariosan.db import workspaces as db
 from cariosan.db.pool import Database
-from cariosan.errors import ValidationFailed
+from cariosan.errors import NotFound, ValidationFailed
 
 SECRET_PREFIX = "cs_"
 MAX_NAME_LENGTH = 200
@@ -45,3 +46,24 @@ async def create_workspace(database: Database, name: str) -> NewWorkspace:
 async def list_workspaces(database: Database) -> list[db.WorkspaceRow]:
     async with database.connection() as conn:
         return await db.list_workspaces(conn)
+
+
+@dataclass(frozen=True)
+class RotatedSecret:
+    workspace_id: uuid.UUID
+    api_secret: str
+    previous_valid_until: datetime | None
+
+
+async def rotate_secret(
+    database: Database, workspace_id: uuid.UUID, grace_seconds: float = 0
+) -> RotatedSecret:
+    """A new API secret, returned once. Without grace the old ones stop working at once."""
+    if grace_seconds < 0:
+        raise ValidationFailed("the grace period cannot be negative")
+    secret = new_secret()
+    async with database.connection() as conn:
+        if await db.get_workspace(conn, workspace_id) is None:
+            raise NotFound(f"no such workspace: {workspace_id}")
+        ends = await db.rotate_secret(conn, workspace_id, hash_secret(secret), grace_seconds)
+    return RotatedSecret(workspace_id, secret, ends)
