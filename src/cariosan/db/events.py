@@ -17,6 +17,8 @@ from typing import Any
 
 import asyncpg
 
+from cariosan.db.pool import note_event
+
 SEQ_SHIFT = 16
 
 
@@ -57,7 +59,19 @@ async def append_event(
         user_id,
         json.dumps(payload, separators=(",", ":"), default=str),
     )
+    note_event(workspace_id)
     return seq
+
+
+def _event(r: asyncpg.Record) -> EventRow:
+    return EventRow(
+        r["seq"],
+        r["type"],
+        r["channel_id"],
+        r["user_id"],
+        json.loads(r["payload"]),
+        r["created_at"],
+    )
 
 
 _VISIBLE = """
@@ -89,17 +103,7 @@ async def events_for_user(
         user_id,
         limit,
     )
-    return [
-        EventRow(
-            r["seq"],
-            r["type"],
-            r["channel_id"],
-            r["user_id"],
-            json.loads(r["payload"]),
-            r["created_at"],
-        )
-        for r in rows
-    ]
+    return [_event(r) for r in rows]
 
 
 async def events_for_workspace(
@@ -117,17 +121,7 @@ async def events_for_workspace(
         after_seq,
         limit,
     )
-    return [
-        EventRow(
-            r["seq"],
-            r["type"],
-            r["channel_id"],
-            r["user_id"],
-            json.loads(r["payload"]),
-            r["created_at"],
-        )
-        for r in rows
-    ]
+    return [_event(r) for r in rows]
 
 
 async def latest_seq(conn: asyncpg.Connection, workspace_id: uuid.UUID) -> int:
