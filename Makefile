@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-install whenever the dependency list or its pinned versions change.
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint clean
+.PHONY: dev test lint clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# Load figures (not part of `make test`): WebSocket send-to-receive latency with 1,000 clients.
+bench: $(STAMP)
+	$(BIN)/python -m bench.ws_latency
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

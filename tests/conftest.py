@@ -4,6 +4,7 @@ fresh database per test cloned from a migrated template, and a running server.""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -36,6 +37,35 @@ async def _admin(postgres: PostgresService, statement: str) -> None:
         await conn.close()
 
 
+# Set by tests/system/test_upgrade_rollback.py: the template also carries a migration of a
+# future release (additive: new table, new nullable column, new index), so the suite proves
+# that this release keeps working after a rollback from that future one.
+FUTURE_MIGRATION_ENV = "CARIOS_TEST_FUTURE_MIGRATION"
+FUTURE_MIGRATION = schema.Migration(
+    9001,
+    "future_release",
+    """
+    CREATE TABLE future_polls (
+        workspace_id uuid NOT NULL,
+        id uuid NOT NULL,
+        question text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (workspace_id, id)
+    );
+    ALTER TABLE messages ADD COLUMN future_poll_id uuid;
+    CREATE INDEX messages_future_poll_idx ON messages (workspace_id, future_poll_id)
+        WHERE future_poll_id IS NOT NULL;
+    """,
+)
+
+
+def template_migrations() -> list[schema.Migration]:
+    known = schema.load_migrations()
+    if os.environ.get(FUTURE_MIGRATION_ENV):
+        known = [*known, FUTURE_MIGRATION]
+    return known
+
+
 @pytest.fixture(scope="session")
 def migrated_template(postgres_service: PostgresService) -> Iterator[str]:
     """A database migrated to this release's schema, cloned for each test (fast)."""
@@ -45,7 +75,7 @@ def migrated_template(postgres_service: PostgresService) -> Iterator[str]:
         await _admin(postgres_service, f'CREATE DATABASE "{name}"')
         conn = await asyncpg.connect(with_database(postgres_service.dsn, name))
         try:
-            await schema.migrate(conn)
+            await schema.migrate(conn, template_migrations())
         finally:
             await conn.close()
 

@@ -7,7 +7,8 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,7 +31,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     settings.require_database()
     settings.require_jwt_secret()
-    server.run(settings, host=args.host, port=args.port)
+    if args.workers > 1:
+        server.run_workers(settings, args.workers, host=args.host, port=args.port)
+    else:
+        server.run(settings, host=args.host, port=args.port)
     return 0
 
 
@@ -188,7 +192,7 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
     async def run() -> Any:
         prepared = await _open_database(settings)
         try:
-            return await rotate_secret(prepared.database, args.workspace, args.grace)
+            return await rotate_secret(prepared.database, args.workspace, args.grace, args.secret)
         finally:
             await prepared.database.close()
 
@@ -232,6 +236,76 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attachments_mirror(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from cariosan.ops.mirror import MirrorError, mirror, open_source, open_target, parse_target
+
+    settings = _settings()
+    try:
+        target = parse_target(
+            args.target,
+            endpoint=args.endpoint,
+            access_key=args.access_key,
+            secret_key=args.secret_key,
+            region=args.region,
+            defaults=settings,
+        )
+        source = open_source(settings)
+        destination = open_target(target)
+    except MirrorError as exc:
+        raise _Failure(str(exc)) from None
+
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("mirroring"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=args.json or not console.is_terminal,
+    )
+
+    class Reporter:
+        task = bar.add_task("mirror", total=0)
+
+        def planned(self, files: int, total_bytes: int) -> None:
+            bar.update(self.task, total=total_bytes)
+
+        def advance(self, count: int) -> None:
+            bar.advance(self.task, count)
+
+    try:
+        with bar:
+            report = mirror(source, destination, remove=args.remove, progress=Reporter())
+    except MirrorError as exc:
+        raise _Failure(str(exc)) from None
+    if args.json:
+        print(
+            json.dumps(
+                {"source": source.description, "target": destination.description} | report.as_dict()
+            )
+        )
+    else:
+        for error in report.errors:
+            print(f"failed: {error}", file=sys.stderr)
+        print(
+            f"{source.description} -> {destination.description}: copied {report.copied} "
+            f"({report.bytes_copied} bytes), skipped {report.skipped}, removed {report.removed}"
+            + (f", failed {report.failed}" if report.failed else "")
+        )
+    return 1 if report.failed else 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     from cariosan.db.schema import load_migrations
 
@@ -243,6 +317,245 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- backup and restore ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Any]:
+    """A `Phase` for ops/backup.py drawn as rich progress bars on stderr (nothing when quiet)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from cariosan.ops.backup import no_progress
+
+    if quiet:
+        yield no_progress
+        return
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+    def phase(description: str, total: float | None) -> Any:
+        task = progress.add_task(description, total=total)
+
+        done = 0.0
+
+        def advance(n: float) -> None:
+            nonlocal done
+            done += n
+            # A size not known up front grows with what has been done so far.
+            progress.update(task, completed=done, total=done if total is None else total)
+
+        return advance
+
+    with progress:
+        yield phase
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover
+
+
+def cmd_backup_create(args: argparse.Namespace) -> int:
+    from cariosan.ops.backup import create_backup
+
+    settings = _settings()
+    with _progress(args.json) as phase:
+        path, manifest = asyncio.run(
+            create_backup(
+                settings, Path(args.out), attachments=not args.no_attachments, phase=phase
+            )
+        )
+    attachments = [f for f in manifest.files if f.key is not None]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "path": str(path),
+                    "created_at": manifest.created_at.isoformat(),
+                    "release": manifest.release,
+                    "schema_version": manifest.schema_version,
+                    "postgresql_version": manifest.postgresql_version,
+                    "dump_bytes": manifest.dump_bytes,
+                    "sql_bytes": manifest.sql_bytes,
+                    "compression_ratio": round(manifest.compression_ratio, 2),
+                    "row_counts": manifest.row_counts,
+                    "attachments": len(attachments) if manifest.attachments_included else None,
+                    "bytes": manifest.total_bytes,
+                }
+            )
+        )
+    else:
+        print(f"backup     {path}")
+        print(
+            f"database   {sum(manifest.row_counts.values())} rows in "
+            f"{len(manifest.row_counts)} tables, PostgreSQL {manifest.postgresql_version}, "
+            f"schema version {manifest.schema_version}"
+        )
+        print(
+            f"dump       {_human(manifest.dump_bytes)} for {_human(manifest.sql_bytes)} of SQL: "
+            f"compression ratio {manifest.compression_ratio:.1f}x"
+        )
+        if manifest.attachments_included:
+            size = sum(f.size for f in attachments)
+            print(f"attachments {len(attachments)} files, {_human(size)}")
+        else:
+            print("attachments not included (--no-attachments)")
+    return 0
+
+
+def cmd_backup_verify(args: argparse.Namespace) -> int:
+    from cariosan.ops.backup import verify_backup
+
+    settings = _settings()
+    with _progress(args.json) as phase:
+        result = asyncio.run(verify_backup(settings, Path(args.path), phase=phase))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "path": args.path,
+                    "ok": True,
+                    "files_checked": result.files_checked,
+                    "bytes_checked": result.bytes_checked,
+                    "row_counts": result.row_counts,
+                }
+            )
+        )
+    else:
+        print(
+            f"ok: {result.files_checked} files ({_human(result.bytes_checked)}) match their "
+            f"checksums; the dump restored into a scratch database with "
+            f"{sum(result.row_counts.values())} rows in {len(result.row_counts)} tables, "
+            "as the manifest says"
+        )
+    return 0
+
+
+def cmd_backup_list(args: argparse.Namespace) -> int:
+    from cariosan.ops.backup import list_backups, listing_json
+
+    found = list_backups(Path(args.out))
+    if args.json:
+        print(json.dumps([listing_json(b) for b in found]))
+    else:
+        for item in found:
+            m = item.manifest
+            print(
+                f"{item.path}  {m.created_at:%Y-%m-%d %H:%M:%S}Z  cariosan {m.release}  "
+                f"schema {m.schema_version}  {_human(m.total_bytes)}"
+            )
+        if not found:
+            print(f"no backups in {args.out}")
+    return 0
+
+
+def cmd_backup_prune(args: argparse.Namespace) -> int:
+    from cariosan.ops.backup import prune_backups
+
+    deleted = prune_backups(Path(args.out), args.keep)
+    if args.json:
+        print(json.dumps({"deleted": [str(p) for p in deleted]}))
+    else:
+        for path in deleted:
+            print(f"deleted {path}")
+        print(f"kept the newest {args.keep} backup(s) in {args.out}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from cariosan.ops.restore import restore_backup
+
+    settings = _settings()
+    with _progress(args.json) as phase:
+        result = asyncio.run(
+            restore_backup(settings, Path(args.path), force=args.force, phase=phase)
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "database": result.database,
+                    "row_counts": result.row_counts,
+                    "files_uploaded": result.files_uploaded,
+                    "files_deleted": result.files_deleted,
+                }
+            )
+        )
+    else:
+        print(
+            f"restored {sum(result.row_counts.values())} rows in {len(result.row_counts)} "
+            f"tables into {result.database}; {result.files_uploaded} attachment files put "
+            f"back, {result.files_deleted} not in the backup removed"
+        )
+        print("Start the server again: it migrates the schema if this backup is older.")
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _add_backup_commands(commands: Any) -> None:
+    backup = commands.add_parser("backup", help="back up, verify, list and prune backups")
+    actions = backup.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
+    create = actions.add_parser(
+        "create", help="dump PostgreSQL and copy the attachment files, with a manifest"
+    )
+    create.add_argument("--out", default="backups", metavar="DIR", help="default: ./backups")
+    create.add_argument("--no-attachments", action="store_true", help="back up the database only")
+    create.add_argument("--json", action="store_true", help="a summary on stdout, no progress")
+    create.set_defaults(func=cmd_backup_create)
+    verify = actions.add_parser(
+        "verify", help="check every checksum and restore into a scratch database"
+    )
+    verify.add_argument("path", metavar="PATH")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=cmd_backup_verify)
+    listing = actions.add_parser("list", help="the backups in a folder, oldest first")
+    listing.add_argument("--out", default="backups", metavar="DIR", help="default: ./backups")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_backup_list)
+    prune = actions.add_parser("prune", help="delete all but the newest N backups")
+    prune.add_argument("--keep", required=True, type=_positive, metavar="N")
+    prune.add_argument("--out", default="backups", metavar="DIR", help="default: ./backups")
+    prune.add_argument("--json", action="store_true")
+    prune.set_defaults(func=cmd_backup_prune)
+
+    restore = commands.add_parser(
+        "restore", help="restore a backup (refuses while a server is connected)"
+    )
+    restore.add_argument("path", metavar="PATH")
+    restore.add_argument(
+        "--force", action="store_true", help="restore even while cariosan servers are connected"
+    )
+    restore.add_argument("--json", action="store_true")
+    restore.set_defaults(func=cmd_restore)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cariosan", description="Cariosan: a self-hosted chat backend."
@@ -252,6 +565,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the server (migrates on boot)")
     serve.add_argument("--host", help="listen address (default: CARIOS_HOST)")
     serve.add_argument("--port", type=int, help="listen port (default: CARIOS_PORT)")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="server processes sharing the port (they share only PostgreSQL and Redis)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     dev = commands.add_parser("dev", help="embedded mode: everything in one process, no set-up")
@@ -294,6 +613,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="keep the old secret valid this long (e.g. 30m, 24h); default: stop it now",
     )
+    rotate.add_argument(
+        "--secret",
+        metavar="VALUE",
+        help="use this new secret (cs_ + 32 or more URL-safe characters) instead of generating "
+        "one, so your backend can be deployed with it before the rotation",
+    )
     rotate.add_argument("--json", action="store_true")
     rotate.set_defaults(func=cmd_rotate_secret)
 
@@ -302,6 +627,29 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--user", required=True, metavar="USER")
     token.add_argument("--ttl", type=int, default=3600, metavar="SECONDS")
     token.set_defaults(func=cmd_token)
+
+    _add_backup_commands(commands)
+
+    attachments = commands.add_parser("attachments", help="operate on the attachment store")
+    att_commands = attachments.add_subparsers(
+        dest="attachments_command", metavar="ACTION", required=True
+    )
+    mirror = att_commands.add_parser(
+        "mirror",
+        help="copy the attachment store to another S3 bucket or a folder (only what changed)",
+    )
+    mirror.add_argument("target", metavar="TARGET", help="s3://bucket/prefix or a folder")
+    mirror.add_argument(
+        "--remove",
+        action="store_true",
+        help="delete from the target what the source no longer has (like mc mirror --remove)",
+    )
+    mirror.add_argument("--endpoint", help="target S3 endpoint (default: CARIOS_S3_ENDPOINT)")
+    mirror.add_argument("--access-key", help="target access key (default: the source's)")
+    mirror.add_argument("--secret-key", help="target secret key (default: the source's)")
+    mirror.add_argument("--region", help="target region (default: CARIOS_S3_REGION)")
+    mirror.add_argument("--json", action="store_true", help="print the counts as JSON")
+    mirror.set_defaults(func=cmd_attachments_mirror)
 
     version = commands.add_parser("version", help="release and schema version")
     version.add_argument("--json", action="store_true")
@@ -318,8 +666,12 @@ def _operator_message(exc: Exception) -> str | None:
     from cariosan.db.pool import DatabaseUnreachable
     from cariosan.db.schema import MigrationError
     from cariosan.errors import CariosanError
+    from cariosan.ops.backup import BackupError
+    from cariosan.ops.backup_files import UnsafeKey
     from cariosan.services import BootFailed
 
+    if isinstance(exc, BackupError | UnsafeKey):
+        return str(exc)
     if isinstance(exc, ConfigError | DatabaseUnreachable | MigrationError | BootFailed):
         return str(exc)
     if isinstance(exc, CariosanError):

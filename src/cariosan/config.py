@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Attachment content types accepted by default; `CARIOS_ATTACHMENT_TYPES` replaces the list.
+DEFAULT_ATTACHMENT_TYPES = (
+    "image/*",
+    "video/*",
+    "audio/*",
+    "text/plain",
+    "text/csv",
+    "application/pdf",
+    "application/zip",
+)
+# Seconds before each webhook delivery attempt (Standard Webhooks' schedule): immediately, 5 s,
+# 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h; after the last one a delivery has failed.
+WEBHOOK_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 MIN_JWT_SECRET_LENGTH = 32
+_TOKEN = r"[a-z0-9][a-z0-9!#$&^_.+-]*"
+_CONTENT_TYPE_PATTERN = re.compile(rf"^(\*|{_TOKEN})/(\*|{_TOKEN})$")
 
 
 class ConfigError(Exception):
@@ -40,6 +57,14 @@ class Settings:
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
     storage_dir: Path = Path(".cariosan/attachments")
+    # Content types an attachment may declare: exact (`application/pdf`), `image/*`, or `*/*`.
+    attachment_types: tuple[str, ...] = DEFAULT_ATTACHMENT_TYPES
+    # Lifetime of presigned upload and download URLs (DESIGN.md: 15 minutes).
+    attachment_url_seconds: int = 15 * 60
+    # Pending attachments never referenced by a message are removed after this long.
+    attachment_pending_seconds: int = 24 * 3600
+    # How often each server process looks for such attachments.
+    attachment_cleanup_interval_seconds: float = 300.0
     jwt_secret: str = ""
     jwt_secret_previous: str | None = None
     host: str = "0.0.0.0"
@@ -49,6 +74,12 @@ class Settings:
     # How long boot waits for PostgreSQL before giving up with a clear error.
     database_wait_seconds: float = 30.0
     limits: Limits = field(default_factory=Limits)
+    # Webhooks may target private, loopback and link-local addresses (tests, trusted networks).
+    webhook_allow_private: bool = False
+    webhook_schedule: tuple[float, ...] = WEBHOOK_SCHEDULE
+    webhook_timeout_seconds: float = 15.0
+    # How long a claimed delivery stays with its worker before another may retry it.
+    webhook_lease_seconds: float = 60.0
     # Standard OTEL_* variables, kept as given so the exporter reads them the standard way.
     otel: Mapping[str, str] = field(default_factory=dict)
 
@@ -138,6 +169,45 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+def _schedule(env: Mapping[str, str], name: str) -> tuple[float, ...]:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return WEBHOOK_SCHEDULE
+    try:
+        delays = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} must be comma-separated seconds, e.g. 0,5,300,1800"
+        ) from None
+    if any(d < 0 or not math.isfinite(d) for d in delays):
+        raise ConfigError(f"{name}={raw!r}: every delay must be 0 or more seconds")
+    return delays
+
+
+def _content_types(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return DEFAULT_ATTACHMENT_TYPES
+    patterns = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+    for pattern in patterns:
+        if pattern != "*" and not _CONTENT_TYPE_PATTERN.match(pattern):
+            raise ConfigError(
+                f"{name}: {pattern!r} is not a content type (use e.g. image/*,application/pdf)"
+            )
+    return patterns
+
+
 def _str(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name)
     return value if value else None
@@ -195,6 +265,7 @@ def load_settings(
         s3_secret_key=s3_secret_key,
         s3_region=env.get("CARIOS_S3_REGION") or "us-east-1",
         storage_dir=Path(env.get("CARIOS_STORAGE_DIR") or ".cariosan/attachments"),
+        attachment_types=_content_types(env, "CARIOS_ATTACHMENT_TYPES"),
         jwt_secret=env.get("CARIOS_JWT_SECRET", ""),
         jwt_secret_previous=_str(env, "CARIOS_JWT_SECRET_PREVIOUS"),
         host=env.get("CARIOS_HOST") or "0.0.0.0",
@@ -203,5 +274,7 @@ def load_settings(
         log_level=log_level,
         database_wait_seconds=float(_int(env, "CARIOS_DATABASE_WAIT_SECONDS", 30, minimum=0)),
         limits=limits,
+        webhook_allow_private=_bool(env, "CARIOS_WEBHOOK_ALLOW_PRIVATE", False),
+        webhook_schedule=_schedule(env, "CARIOS_WEBHOOK_SCHEDULE"),
         otel={k: v for k, v in env.items() if k.startswith("OTEL_")},
     )

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
-from cariosan.config import Settings
+from cariosan.config import Settings, load_settings
+from cariosan.db import schema
+from cariosan.db.bootstrap import prepare_database
+from cariosan.db.pool import DatabaseUnreachable
 from cariosan.http.app import create_app
-from cariosan.obs.logging import configure_logging
+from cariosan.obs.logging import configure_logging, get_logger
 from cariosan.obs.tracing import build_tracer_provider
 from cariosan.services import BootFailed, Services
+
+# WebSocket heartbeats: a protocol ping every 20 s; a client silent for 40 s more is dropped
+# (so a dead peer goes within about a minute, and its presence with it).
+WEBSOCKET_HEARTBEAT: dict[str, Any] = {"ws_ping_interval": 20.0, "ws_ping_timeout": 40.0}
 
 
 class _Terminated(Exception):
@@ -45,6 +54,7 @@ def run(settings: Settings, *, host: str | None = None, port: int | None = None)
         proxy_headers=True,
         server_header=False,
         timeout_graceful_shutdown=10,
+        **WEBSOCKET_HEARTBEAT,
     )
     server = uvicorn.Server(config)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -61,3 +71,63 @@ def run(settings: Settings, *, host: str | None = None, port: int | None = None)
         signal.signal(signal.SIGTERM, previous)
     if failures:
         raise BootFailed(failures[0])
+
+
+log = get_logger("cariosan.boot")
+
+
+def app_factory() -> Any:
+    """The app of one worker process of `serve --workers N` (uvicorn imports it by name).
+
+    Workers share nothing but PostgreSQL and Redis: each builds its own settings (from the same
+    environment), pool, hub and bus. A worker that cannot boot stops itself.
+    """
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    services = Services(settings, tracer_provider=build_tracer_provider(settings.otel))
+
+    def stop(reason: str) -> None:
+        log.error("worker_boot_failed", reason=reason)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    return create_app(services, on_boot_failure=stop)
+
+
+def run_workers(
+    settings: Settings, workers: int, *, host: str | None = None, port: int | None = None
+) -> None:
+    """Serve with `workers` processes. Waits for PostgreSQL and migrates first, so a boot
+    failure stops the command with its one line (BootFailed) before any worker starts."""
+    configure_logging(settings.log_level)
+    if workers > 1 and not settings.redis_url:
+        log.warning(
+            "workers_without_redis",
+            message="several workers without CARIOS_REDIS_URL: live events still arrive (each "
+            "worker polls the event log every second), but typing and presence stay inside one "
+            "worker and rate limits count per worker; set CARIOS_REDIS_URL",
+        )
+    asyncio.run(_migrate(settings))
+    uvicorn.run(
+        "cariosan.server:app_factory",
+        factory=True,
+        workers=workers,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        proxy_headers=True,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+        **WEBSOCKET_HEARTBEAT,
+    )
+
+
+async def _migrate(settings: Settings) -> None:
+    try:
+        prepared = await prepare_database(
+            settings.require_database(), settings.database_wait_seconds, pool_min=1, pool_max=1
+        )
+    except (DatabaseUnreachable, schema.MigrationError) as exc:
+        raise BootFailed(str(exc)) from None
+    await prepared.database.close()

@@ -19,9 +19,15 @@ from cariosan.config import Settings
 from cariosan.db import schema
 from cariosan.db.bootstrap import prepare_database
 from cariosan.db.pool import Database, DatabaseUnreachable
+from cariosan.domain.attachments import CleanupJob
 from cariosan.ephemeral import EphemeralStore, open_ephemeral
 from cariosan.obs.logging import get_logger
 from cariosan.obs.metrics import Metrics
+from cariosan.realtime.bus import Bus, LocalBus, RedisBus
+from cariosan.realtime.hub import Hub
+from cariosan.realtime.presence import Presence
+from cariosan.realtime.typing import TypingRelay
+from cariosan.webhooks.worker import WebhookWorker
 
 log = get_logger("cariosan.boot")
 
@@ -50,9 +56,23 @@ class Services:
         self.database: Database | None = None
         self.ephemeral: EphemeralStore = open_ephemeral(settings)
         self.blobs: BlobStore = open_blobs(settings)
+        # Live events: wake-ups and ephemeral frames between processes, the local hub.
+        redis_bus = None
+        if settings.redis_url:
+            redis_bus = RedisBus(settings.redis_url, settings.redis_prefix)
+        self.bus: Bus = redis_bus or LocalBus()
+        self.hub = Hub(lambda: self.db, self.bus, self.metrics)
+        redis_client = redis_bus.client if redis_bus is not None else None
+        self.typing = TypingRelay(self.bus, redis_client, settings.redis_prefix)
+        node_id = redis_bus.node_id if redis_bus is not None else "local"
+        self.presence = Presence(self.bus, None, redis_client, settings.redis_prefix, node_id)
         self.migrated = False
         self.schema_version = 0
         self.boot_error: str | None = None
+        # Sends webhook deliveries; started once boot has migrated the database.
+        self.webhooks: WebhookWorker | None = None
+        # Removes attachments never referenced by a message; started once boot has migrated.
+        self.attachment_cleanup: CleanupJob | None = None
 
     @property
     def jwt_secrets(self) -> list[str]:
@@ -82,6 +102,9 @@ class Services:
             self.boot_error = str(exc)
             raise BootFailed(str(exc)) from None
         self.database = prepared.database
+        self.database.on_commit = self.hub.on_commit
+        self.hub.start()
+        self.presence.start(self.database)
         report = prepared.report
         for migration in report.applied_now:
             log.info("migration_applied", migration=migration.filename)
@@ -104,11 +127,38 @@ class Services:
         self.metrics.pending_migrations.set(prepared.pending)
         self.migrated = True
         self.metrics.ready.set(1)
+        self.webhooks = WebhookWorker(self.database, self.settings, self.metrics)
+        self.webhooks.start()
+        self.attachment_cleanup = CleanupJob(self.database, self.blobs, self.settings)
+        self.attachment_cleanup.start()
         log.info(
             "boot_complete",
             schema_version=report.schema_version,
             seconds=round(time.monotonic() - started, 3),
         )
+
+    async def refresh_operations(self) -> None:
+        """Read the operations facts other processes change (a backup made by `cariosan backup
+        create`, migrations applied by a newer release) into the gauges; called on each scrape
+        of /metrics. Never raises: a scrape still answers while PostgreSQL is away."""
+        if self.database is None:
+            return
+        from cariosan.db.backup import last_backup
+
+        try:
+            async with asyncio.timeout(2):
+                async with self.database.connection() as conn:
+                    backed_up = await last_backup(conn)
+                    applied = await schema.applied_migrations(conn)
+        except Exception as exc:
+            log.warning("operations_metrics_unavailable", error=exc.__class__.__name__)
+            return
+        if backed_up is not None:
+            self.metrics.last_backup.set(backed_up.timestamp())
+        known = schema.load_migrations()
+        done = {a.version for a in applied}
+        self.metrics.schema_version.set(max(done, default=0))
+        self.metrics.pending_migrations.set(sum(1 for m in known if m.version not in done))
 
     async def readiness(self) -> Readiness:
         checks: dict[str, dict[str, Any]] = {}
@@ -121,7 +171,7 @@ class Services:
             }
         else:
             try:
-                await asyncio.wait_for(self.database.fetchval("SELECT 1"), timeout=3)
+                await asyncio.wait_for(self.database.ping(), timeout=3)
                 checks["postgres"] = {"status": "ok", "schema_version": self.schema_version}
             except Exception as exc:  # any failure here means "not ready", never a 500
                 ready = False
@@ -136,6 +186,16 @@ class Services:
         return Readiness(ready=ready, checks=checks)
 
     async def close(self) -> None:
+        if self.attachment_cleanup is not None:
+            await self.attachment_cleanup.stop()
+            self.attachment_cleanup = None
+        await self.hub.close_connections()
+        await self.presence.close()
+        await self.typing.close()
+        await self.hub.close()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
+            self.webhooks = None
         if self.database is not None:
             await self.database.close()
             self.database = None

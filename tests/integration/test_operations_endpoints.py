@@ -11,8 +11,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from cariosan.config import Settings
 from cariosan.db.schema import MIGRATION_LOCK_KEY
-from cariosan.obs.tracing import build_tracer_provider
 from cariosan.domain.workspaces import NewWorkspace
+from cariosan.obs.tracing import build_tracer_provider
 from tests.support.chat import bearer
 from tests.support.server import RunningServer, start_server
 

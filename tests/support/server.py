@@ -56,7 +56,11 @@ async def start_server(
     wait_for_ready: bool = True,
 ) -> AsyncIterator[RunningServer]:
     port = free_port()
-    services = Services(settings.with_overrides(port=port), tracer_provider=tracer_provider)
+    # public_url too: the local attachment store signs URLs that point at this server.
+    services = Services(
+        settings.with_overrides(port=port, public_url=f"http://127.0.0.1:{port}"),
+        tracer_provider=tracer_provider,
+    )
     failures: list[str] = []
     app = create_app(services, on_boot_failure=failures.append)
     config = uvicorn.Config(

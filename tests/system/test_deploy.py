@@ -37,6 +37,8 @@ REQUIRED_VARS = [
     "POSTGRES_DB",
     "MINIO_ROOT_USER",
     "MINIO_ROOT_PASSWORD",
+    "CARIOS_S3_ACCESS_KEY",
+    "CARIOS_S3_SECRET_KEY",
 ]
 DEBIAN_CODENAMES = {"debian12": "bookworm", "debian13": "trixie"}
 HEALTHCHECK = {"interval": "10s", "timeout": "5s", "start_period": "15s", "retries": 3}
@@ -165,14 +167,16 @@ def test_compose_file_is_valid_with_the_example_env(tmp_path: Path) -> None:
 
 def test_compose_services_images_and_volumes(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
-    assert set(services) == {"postgres", "minio", "redis", "cariosan-server"}
+    assert set(services) == {"postgres", "minio", "minio-setup", "redis", "cariosan-server"}
     assert services["postgres"]["image"] == "postgres:15"
     assert services["redis"]["image"] == "redis:7"
     minio_image = services["minio"]["image"]
     assert re.fullmatch(r"(quay\.io/)?minio/minio:RELEASE\.[0-9TZ-]+", minio_image), minio_image
     assert services["cariosan-server"]["image"] == env_values(ENV_EXAMPLE)["CARIOSAN_IMAGE"]
-    for service in services.values():
-        assert service.get("restart") == "unless-stopped"
+    for name, service in services.items():
+        # Long-running services come back by themselves; the one-shot set-up must not loop.
+        expected = "no" if name == "minio-setup" else "unless-stopped"
+        assert service.get("restart") == expected, name
 
     assert {"postgres_data", "minio_data"} <= set(compose_config["volumes"])
     mounts = {
@@ -213,8 +217,11 @@ def test_server_service(compose_config: dict[str, Any]) -> None:
     for key, value in HEALTHCHECK.items():
         assert server["healthcheck"][key] == value, key
     assert server["depends_on"] == {
-        name: {"condition": "service_healthy", "required": True}
-        for name in ("postgres", "minio", "redis")
+        **{
+            name: {"condition": "service_healthy", "required": True}
+            for name in ("postgres", "minio", "redis")
+        },
+        "minio-setup": {"condition": "service_completed_successfully", "required": True},
     }
     assert server["build"]["context"] == str(ROOT)
     assert server["build"]["dockerfile"] == "deploy/Dockerfile"
@@ -229,8 +236,16 @@ def test_server_service(compose_config: dict[str, Any]) -> None:
     )
     assert env["CARIOS_REDIS_URL"] == "redis://redis:6379/0"
     assert env["CARIOS_S3_ENDPOINT"] == "http://minio:9000"
-    assert env["CARIOS_S3_ACCESS_KEY"] == example["MINIO_ROOT_USER"]
-    assert env["CARIOS_S3_SECRET_KEY"] == example["MINIO_ROOT_PASSWORD"]
+    # The server has MinIO credentials of its own, never the root ones: a root password change
+    # must not invalidate the URLs it has signed.
+    assert env["CARIOS_S3_ACCESS_KEY"] == example["CARIOS_S3_ACCESS_KEY"]
+    assert env["CARIOS_S3_SECRET_KEY"] == example["CARIOS_S3_SECRET_KEY"]
+    assert env["CARIOS_S3_ACCESS_KEY"] != example["MINIO_ROOT_USER"]
+    setup = compose_config["services"]["minio-setup"]
+    assert setup["depends_on"]["minio"]["condition"] == "service_healthy"
+    script = " ".join(setup["command"])
+    assert "mc admin user add root" in script and "readwrite" in script
+    assert setup["environment"]["CARIOS_S3_ACCESS_KEY"] == example["CARIOS_S3_ACCESS_KEY"]
     assert env["CARIOS_JWT_SECRET"] == example["CARIOS_JWT_SECRET"]
     for name in ("CARIOS_S3_BUCKET", "CARIOS_S3_REGION", "CARIOS_PUBLIC_URL", "CARIOS_LOG_LEVEL"):
         assert env[name], name

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cariosan.blobs.local_store import LocalStore
+from cariosan.blobs.local_store import LocalStore, derive_signing_key
 from cariosan.blobs.s3_store import S3Store
-from cariosan.blobs.store import BlobStore
+from cariosan.blobs.store import BlobStore, ObjectInfo, PresignedDownload, PresignedUpload
 from cariosan.config import Settings
 
 
@@ -17,7 +17,19 @@ def open_blobs(settings: Settings) -> BlobStore:
             settings.s3_secret_key,
             settings.s3_region,
         )
-    return LocalStore(settings.storage_dir)
+    return LocalStore(
+        settings.storage_dir,
+        settings.public_url,
+        derive_signing_key(settings.jwt_secret) if settings.jwt_secret else b"",
+    )
 
 
-__all__ = ["BlobStore", "LocalStore", "S3Store", "open_blobs"]
+__all__ = [
+    "BlobStore",
+    "LocalStore",
+    "ObjectInfo",
+    "PresignedDownload",
+    "PresignedUpload",
+    "S3Store",
+    "open_blobs",
+]

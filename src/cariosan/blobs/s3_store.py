@@ -1,13 +1,59 @@
-"""Attachment files in an S3-compatible bucket."""
+"""Attachment files in an S3-compatible bucket (MinIO in production, SeaweedFS in tests).
+
+The credentials live in the boto3 client only: they are never logged, and errors are reported
+by class name, never with the request that carried them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cariosan.blobs.health import HealthCache, expiry
+from cariosan.blobs.store import ObjectInfo, PresignedDownload, PresignedUpload
+from cariosan.errors import Unavailable
+
+T = TypeVar("T")
+
+_MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with the name in ASCII and, when needed, RFC 5987 UTF-8 form."""
+    from urllib.parse import quote
+
+    ascii_name = filename.encode("ascii", "replace").decode("ascii").replace('"', "_")
+    ascii_name = ascii_name.replace("?", "_").replace("\\", "_")
+    if ascii_name == filename:
+        return f'attachment; filename="{ascii_name}"'
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def make_client(endpoint: str, access_key: str, secret_key: str, region: str) -> Any:
+    """A boto3 S3 client as Cariosan uses it: path-style addressing, SigV4, short timeouts."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            connect_timeout=3,
+            read_timeout=10,
+            retries={"max_attempts": 2},
+        ),
+    )
+
+
+def is_missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in _MISSING
 
 
 class S3Store:
@@ -17,23 +63,35 @@ class S3Store:
         self, endpoint: str, bucket: str, access_key: str, secret_key: str, region: str
     ) -> None:
         self.bucket = bucket
-        self.client: Any = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=region,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"},
-                connect_timeout=3,
-                read_timeout=10,
-                retries={"max_attempts": 2},
-            ),
-        )
+        self.client: Any = make_client(endpoint, access_key, secret_key, region)
+        self._health = HealthCache(self._check)
+        self._prepared = False
+
+    async def _call(self, work: Callable[[], T]) -> T:
+        """Run a blocking boto3 call in a thread; an unreachable store becomes Unavailable."""
+        try:
+            return await asyncio.to_thread(work)
+        except BotoCoreError as exc:
+            self._health.failed()
+            raise Unavailable(
+                f"the attachment store is unavailable ({exc.__class__.__name__})"
+            ) from None
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if status >= 500 or code in (
+                "AccessDenied",
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+            ):
+                self._health.failed()
+                raise Unavailable(
+                    f"the attachment store is unavailable ({code or status})"
+                ) from None
+            raise
 
     async def ping(self) -> None:
-        await asyncio.to_thread(self.client.head_bucket, Bucket=self.bucket)
+        await self._call(lambda: self.client.head_bucket(Bucket=self.bucket))
 
     async def prepare(self) -> None:
         def create_if_missing() -> None:
@@ -44,7 +102,67 @@ class S3Store:
                     raise
                 self.client.create_bucket(Bucket=self.bucket)
 
-        await asyncio.to_thread(create_if_missing)
+        await self._call(create_if_missing)
+        self._prepared = True
+
+    async def _check(self) -> None:
+        # A store that was down at boot gets its bucket once it answers.
+        if not self._prepared:
+            await self.prepare()
+        else:
+            await self.ping()
+
+    async def ensure_available(self) -> None:
+        await self._health.ensure()
+
+    async def presign_put(
+        self, key: str, content_type: str, size: int, expires_in: int
+    ) -> PresignedUpload:
+        expires_at = expiry(expires_in)
+        url = self.client.generate_presigned_url(
+            "put_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ContentType": content_type,
+                "ContentLength": size,
+            },
+            ExpiresIn=expires_in,
+        )
+        # Both headers are covered by the signature: S3 refuses another type or length.
+        headers = {"Content-Type": content_type, "Content-Length": str(size)}
+        return PresignedUpload(url=url, headers=headers, expires_at=expires_at)
+
+    async def presign_get(
+        self, key: str, filename: str, content_type: str, expires_in: int
+    ) -> PresignedDownload:
+        expires_at = expiry(expires_in)
+        url = self.client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ResponseContentDisposition": content_disposition(filename),
+                "ResponseContentType": content_type,
+            },
+            ExpiresIn=expires_in,
+        )
+        return PresignedDownload(url=url, expires_at=expires_at)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        def work() -> ObjectInfo | None:
+            try:
+                found = self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if is_missing(exc):
+                    return None
+                raise
+            return ObjectInfo(key, int(found["ContentLength"]), str(found["ETag"]).strip('"'))
+
+        return await self._call(work)
+
+    async def delete(self, key: str) -> None:
+        await self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
 
     async def close(self) -> None:
         return None

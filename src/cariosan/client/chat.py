@@ -17,6 +17,7 @@ import httpx
 
 from cariosan.client._http import Connection, Params, decode, segment
 from cariosan.client.errors import TransportError, Unauthorized, Unavailable
+from cariosan.client.live import LiveEvents
 from cariosan.client.models import (
     Channel,
     ChannelPage,
@@ -321,6 +322,18 @@ class ChatClient:
         """Messages matching `q` in the caller's channels (or in one channel)."""
         params = {"q": q, "channel_id": channel_id, "limit": limit}
         return decode(await self._request("GET", "/v1/search", params=params), MessageList).messages
+
+    def connect(self, after_seq: int | None = None) -> LiveEvents:
+        """Live events over the WebSocket, as an async iterator that reconnects with backoff and
+        resumes from the last `seq` by itself (from `after_seq` when given, else from now). On
+        close code 4001 it gets a new token from `token_provider` (without one it raises
+        `Unauthorized`)."""
+        if self._acting_as_user is not None:
+            raise ValueError("the WebSocket needs a user token, not the API secret")
+        url = str(self._connection.base_url).rstrip("/")
+        url = "ws" + url.removeprefix("http") + "/v1/ws"
+        refresh = self._fresh_token if self._token_provider is not None else None
+        return LiveEvents(url, self._current_token, refresh, after_seq=after_seq)
 
     async def events(self, after_seq: int | None = None, limit: int | None = None) -> EventPage:
         """Persisted events after `after_seq`, in order: the WebSocket's stream, for catch-up."""

@@ -41,23 +41,43 @@ async def append_event(
     channel_id: str | None = None,
     user_id: str | None = None,
 ) -> int:
-    """Write one event in the caller's transaction; returns its seq."""
+    """Write one event in the caller's transaction; returns its seq.
+
+    The same statement queues one webhook delivery per enabled endpoint of the workspace that
+    wants this type (the outbox), with the body clients get (`domain/events.wire_event`).
+    """
+    payload_json = json.dumps(payload, separators=(",", ":"), default=str)
     seq: int = await conn.fetchval(
         """
-        WITH tx AS (SELECT pg_current_xact_id()::text::bigint << 16 AS base)
-        INSERT INTO events (workspace_id, seq, type, channel_id, user_id, payload)
-        SELECT $1, tx.base + (
-                   SELECT count(*) FROM events e
-                   WHERE e.workspace_id = $1 AND e.seq >= tx.base AND e.seq < tx.base + 65536
-               ), $2, $3, $4, $5::jsonb
-        FROM tx
-        RETURNING seq
+        WITH tx AS (SELECT pg_current_xact_id()::text::bigint << 16 AS base),
+        ev AS (
+            INSERT INTO events (workspace_id, seq, type, channel_id, user_id, payload)
+            SELECT $1, tx.base + (
+                       SELECT count(*) FROM events e
+                       WHERE e.workspace_id = $1 AND e.seq >= tx.base AND e.seq < tx.base + 65536
+                   ), $2, $3, $4, $5::jsonb
+            FROM tx
+            RETURNING seq, created_at
+        ),
+        outbox AS (
+            INSERT INTO webhook_deliveries (workspace_id, id, endpoint_id, event_type, seq, body)
+            SELECT $1, gen_random_uuid(), w.id, $2, ev.seq,
+                   '{"type":' || to_json($2::text)::text || ',"seq":' || ev.seq
+                   || coalesce(',"channel_id":' || to_json($3::text)::text, '')
+                   || ',"created_at":"'
+                   || to_char(ev.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                   || '"' || $6 || '}'
+            FROM ev, webhook_endpoints w
+            WHERE w.workspace_id = $1 AND w.enabled AND w.events && ARRAY[$2::text, '*']
+        )
+        SELECT seq FROM ev
         """,
         workspace_id,
         type,
         channel_id,
         user_id,
-        json.dumps(payload, separators=(",", ":"), default=str),
+        payload_json,
+        "" if payload_json == "{}" else "," + payload_json[1:-1],
     )
     note_event(workspace_id)
     return seq

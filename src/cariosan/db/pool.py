@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +30,10 @@ _UNAVAILABLE = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
 )
+
+
+# The application_name of every pooled connection: `cariosan restore` refuses while one is open.
+SERVER_APPLICATION_NAME = "cariosan-server"
 
 
 class DatabaseUnreachable(Exception):
@@ -92,18 +98,56 @@ def _reason(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
+# Workspaces whose event log the current `Database.connection()`/`transaction()` block appended
+# to (see `note_event`); handed to `Database.on_commit` once the block has committed.
+_touched: ContextVar[set[uuid.UUID] | None] = ContextVar("cariosan_touched", default=None)
+
+OnCommit = Callable[[set[uuid.UUID]], None]
+
+
+def note_event(workspace_id: uuid.UUID) -> None:
+    """Record that the current database block appended an event of `workspace_id`."""
+    touched = _touched.get()
+    if touched is not None:
+        touched.add(workspace_id)
+
+
 class Database:
     """The connection pool. Every use goes through `connection()` or `transaction()` so that a
-    vanished server surfaces as `Unavailable` (503), never as a 500."""
+    vanished server surfaces as `Unavailable` (503), never as a 500.
+
+    `on_commit`, when set, is called with the workspaces that got new events after the outermost
+    block that appended them has committed (the realtime hub wakes its dispatchers with it). It
+    must not block: it runs on the request's path.
+    """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self.on_commit: OnCommit | None = None
+
+    @contextmanager
+    def _collect_events(self) -> Iterator[set[uuid.UUID] | None]:
+        """The outermost block collects the workspaces written to; nested ones add to it."""
+        if _touched.get() is not None:
+            yield None
+            return
+        touched: set[uuid.UUID] = set()
+        token = _touched.set(touched)
+        try:
+            yield touched
+        finally:
+            _touched.reset(token)
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 2, max_size: int = 20) -> Database:
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, command_timeout=60
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=60,
+                # How `cariosan restore` recognises a live server (pg_stat_activity).
+                server_settings={"application_name": SERVER_APPLICATION_NAME},
             )
         except _UNAVAILABLE as exc:
             raise Unavailable(f"PostgreSQL is unavailable: {_reason(exc)}") from exc
@@ -111,16 +155,24 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        try:
-            async with self._pool.acquire(timeout=10) as conn:
-                yield conn
-        except _UNAVAILABLE as exc:
-            raise Unavailable(f"PostgreSQL is unavailable: {_reason(exc)}") from exc
+        with self._collect_events() as touched:
+            try:
+                async with self._pool.acquire(timeout=10) as conn:
+                    yield conn
+            except _UNAVAILABLE as exc:
+                raise Unavailable(f"PostgreSQL is unavailable: {_reason(exc)}") from exc
+        # Only reached when the block ended without an exception, i.e. after its commit.
+        if touched and self.on_commit is not None:
+            self.on_commit(touched)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         async with self.connection() as conn, conn.transaction():
             yield conn
+
+    async def ping(self) -> None:
+        """Raise when PostgreSQL does not answer a trivial query."""
+        await self.fetchval("SELECT 1")
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         async with self.connection() as conn:

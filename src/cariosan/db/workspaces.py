@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from cariosan.errors import Conflict
+
 
 @dataclass(frozen=True)
 class WorkspaceRow:
@@ -77,9 +79,12 @@ async def rotate_secret(
             workspace_id,
             float(grace_seconds),
         )
-        await conn.execute(
-            "INSERT INTO api_secrets (workspace_id, secret_hash) VALUES ($1, $2)",
-            workspace_id,
-            new_hash,
-        )
+        try:
+            await conn.execute(
+                "INSERT INTO api_secrets (workspace_id, secret_hash) VALUES ($1, $2)",
+                workspace_id,
+                new_hash,
+            )
+        except asyncpg.exceptions.UniqueViolationError:
+            raise Conflict("that API secret is already in use; choose another") from None
     return ends if grace_seconds > 0 else None

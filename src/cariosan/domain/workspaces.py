@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from cariosan.db.pool import Database
 from cariosan.errors import NotFound, ValidationFailed
 
 SECRET_PREFIX = "cs_"
+_CHOSEN_SECRET = re.compile(r"^cs_[A-Za-z0-9_-]{32,200}$")
 MAX_NAME_LENGTH = 200
 
 
@@ -55,13 +57,30 @@ class RotatedSecret:
     previous_valid_until: datetime | None
 
 
+def check_chosen_secret(secret: str) -> str:
+    """An operator-chosen secret must look like ours: `cs_` and 32+ URL-safe characters."""
+    if not _CHOSEN_SECRET.match(secret):
+        raise ValidationFailed(
+            "an API secret is 'cs_' followed by at least 32 letters, digits, '-' or '_' "
+            "(e.g. cs_$(openssl rand -hex 24))"
+        )
+    return secret
+
+
 async def rotate_secret(
-    database: Database, workspace_id: uuid.UUID, grace_seconds: float = 0
+    database: Database,
+    workspace_id: uuid.UUID,
+    grace_seconds: float = 0,
+    chosen: str | None = None,
 ) -> RotatedSecret:
-    """A new API secret, returned once. Without grace the old ones stop working at once."""
+    """A new API secret (`chosen`, or a generated one returned once). Without grace the old
+    ones stop working at once.
+
+    A chosen secret lets the backend be deployed with it first, then the rotation run: the
+    order the operations page asks for."""
     if grace_seconds < 0:
         raise ValidationFailed("the grace period cannot be negative")
-    secret = new_secret()
+    secret = new_secret() if chosen is None else check_chosen_secret(chosen)
     async with database.connection() as conn:
         if await db.get_workspace(conn, workspace_id) is None:
             raise NotFound(f"no such workspace: {workspace_id}")

@@ -15,9 +15,21 @@ from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlu
 
 from cariosan import __version__
 from cariosan.domain.auth import Caller
-from cariosan.http import auth, events, health, middleware, openapi, users
+from cariosan.http import (
+    attachments,
+    auth,
+    channels,
+    events,
+    health,
+    messages,
+    middleware,
+    openapi,
+    users,
+    webhooks,
+)
 from cariosan.http.errors import EXCEPTION_HANDLERS
 from cariosan.obs.logging import get_logger
+from cariosan.realtime import gateway
 from cariosan.services import BootFailed, Services
 
 log = get_logger("cariosan.http")
@@ -59,7 +71,17 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
         )
 
     app = Litestar(
-        route_handlers=[*health.ROUTES, *openapi.ROUTES, *users.ROUTES, *events.ROUTES],
+        route_handlers=[
+            *health.ROUTES,
+            *openapi.ROUTES,
+            *users.ROUTES,
+            *events.ROUTES,
+            *channels.ROUTES,
+            *messages.ROUTES,
+            *gateway.ROUTES,
+            *webhooks.ROUTES,
+            *attachments.ROUTES,
+        ],
         dependencies={
             "services": Provide(lambda: services, use_cache=True, sync_to_thread=False),
             "caller": Provide(auth.provide_caller),

@@ -121,6 +121,9 @@ def handle_http_exception(
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if isinstance(exc, RecursionError):
+        # Decoding an absurdly nested JSON body exhausts the stack before validation runs.
+        return error_response(request, "VALIDATION_FAILED", "the JSON body is nested too deeply")
     # The traceback goes to the log (with the request id to find it), never to the client.
     log.error(
         "unhandled_exception",

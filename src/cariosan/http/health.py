@@ -30,8 +30,9 @@ async def readyz(services: NamedDependency[Services]) -> Response[dict[str, Any]
     return Response(body, status_code=200 if readiness.ready else 503)
 
 
-@get("/metrics", include_in_schema=False, sync_to_thread=False)
-def metrics(services: NamedDependency[Services]) -> Response[bytes]:
+@get("/metrics", include_in_schema=False)
+async def metrics(services: NamedDependency[Services]) -> Response[bytes]:
+    await services.refresh_operations()
     return Response(services.metrics.render(), media_type=CONTENT_TYPE)
 
 

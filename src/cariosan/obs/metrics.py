@@ -37,9 +37,54 @@ class Metrics:
             "Migrations this release ships that the database does not have yet.",
             registry=self.registry,
         )
+        self.last_backup = Gauge(
+            "cariosan_last_backup_timestamp_seconds",
+            "Unix time of the last successful `cariosan backup create` (0: none recorded).",
+            registry=self.registry,
+        )
         self.ready = Gauge(
             "cariosan_ready",
             "1 when this server is migrated and its database is reachable.",
+            registry=self.registry,
+        )
+
+        self.ws_connections = Gauge(
+            "cariosan_ws_connections",
+            "WebSocket connections open on this process.",
+            registry=self.registry,
+        )
+        self.ws_events_sent = Counter(
+            "cariosan_ws_events_sent",
+            "Frames sent to WebSocket clients, by kind (event: persisted with a seq; other).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.ws_fanout_latency = Histogram(
+            "cariosan_ws_fanout_latency_seconds",
+            "From an event's write (its transaction) to its live send on a WebSocket.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self.ws_slow_consumers = Counter(
+            "cariosan_ws_slow_consumers_dropped",
+            "WebSockets closed because their send queue overflowed (code 4009).",
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Counter(
+            "cariosan_webhook_deliveries",
+            "Webhook delivery attempts by outcome: succeeded, retrying (failed, will retry), "
+            "failed (no attempt left), disabled (HTTP 410 disabled the endpoint).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_queue_depth = Gauge(
+            "cariosan_webhook_queue_depth",
+            "Webhook deliveries pending (due, waiting for a retry, or in flight), all workspaces.",
+            registry=self.registry,
+        )
+        self.webhook_oldest_pending_age = Gauge(
+            "cariosan_webhook_oldest_pending_age_seconds",
+            "Age of the oldest pending webhook delivery (0 when none is pending).",
             registry=self.registry,
         )
 

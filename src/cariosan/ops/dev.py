@@ -127,6 +127,8 @@ def run(settings: Settings, *, data_dir: Path, host: str, port: int) -> None:
             host=host,
             port=port,
             public_url=f"http://{host}:{port}",
+            # A try-out's webhook receiver usually runs on the same machine.
+            webhook_allow_private=True,
         )
         credentials = asyncio.run(prepare(dev_settings, data_dir, admin_dsn))
         print(banner(dev_settings.public_url, credentials, data_dir), flush=True)

@@ -1,0 +1,150 @@
+"""`ChatClient.connect()`: the WebSocket's events as an async iterator that never loses one.
+
+async with chat.connect() as events:
+    async for event in events:
+        print(event["type"], event.get("seq"))
+
+It reconnects by itself with backoff, resumes from the last `seq` it handed out (so a dropped
+connection, a restarted node or a "too slow" close costs nothing), skips an event it has already
+given, and on close code 4001 asks the client's `token_provider` for a new token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from cariosan.client.errors import Unauthorized
+
+__all__ = ["LiveEvents"]
+
+# Close codes from the server (API.md).
+UNAUTHORIZED = 4001
+RATE_LIMITED = 4008
+
+FIRST_DELAY = 0.25
+MAX_DELAY = 30.0
+
+
+class LiveEvents:
+    """Events of one user's WebSocket; iterate it, then `aclose()` (or use `async with`)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: Callable[[], Awaitable[str]],
+        refresh: Callable[[str], Awaitable[str]] | None,
+        *,
+        after_seq: int | None = None,
+    ) -> None:
+        self._url = url
+        self._token = token
+        self._refresh = refresh
+        self.last_seq = after_seq
+        self.reconnects = 0
+        self._socket: ClientConnection | None = None
+        self._delay = FIRST_DELAY
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        while not self._closed:
+            if self._socket is None:
+                await self._connect()
+                continue
+            try:
+                frame = json.loads(await self._socket.recv())
+            except ConnectionClosed as closed:
+                await self._lost(closed.rcvd.code if closed.rcvd is not None else None)
+                continue
+            if not isinstance(frame, dict) or frame.get("type") == "pong":
+                continue
+            seq = frame.get("seq")
+            if isinstance(seq, int):
+                if self.last_seq is not None and seq <= self.last_seq:
+                    continue  # already handed out before a reconnect
+                self.last_seq = seq
+            return frame
+        raise StopAsyncIteration
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        """Send a client frame (`typing.start`/`typing.stop`); dropped while reconnecting."""
+        if self._socket is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._socket.send(json.dumps(frame))
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._socket is not None:
+            await self._socket.close()
+            self._socket = None
+
+    async def _connect(self) -> None:
+        token = await self._token()
+        try:
+            socket = await websockets.connect(
+                f"{self._url}?token={quote(token, safe='')}", open_timeout=10, max_size=2**24
+            )
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            if isinstance(exc, InvalidURI):
+                raise
+            await self._backoff()
+            return
+        try:
+            ready = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        except (ConnectionClosed, TimeoutError) as exc:
+            code = exc.rcvd.code if isinstance(exc, ConnectionClosed) and exc.rcvd else None
+            await socket.close()
+            await self._lost(code, token)
+            return
+        if self.last_seq is None:
+            self.last_seq = int(ready.get("latest_seq", 0))
+        # Resume at once: replays what was missed and starts live delivery without delay.
+        try:
+            await socket.send(json.dumps({"type": "resume", "after_seq": self.last_seq}))
+        except ConnectionClosed as closed:
+            await self._lost(closed.rcvd.code if closed.rcvd is not None else None, token)
+            return
+        self._socket = socket
+        self._delay = FIRST_DELAY
+
+    async def _lost(self, code: int | None, token: str | None = None) -> None:
+        self._socket = None
+        if self._closed:
+            return
+        self.reconnects += 1
+        if code == UNAUTHORIZED:
+            if self._refresh is None:
+                raise Unauthorized("the WebSocket was closed: the token is not valid (4001)")
+            await self._refresh(token or await self._token())
+            return
+        if code == RATE_LIMITED:
+            self._delay = max(self._delay, 2.0)
+        await self._backoff()
+
+    async def _backoff(self) -> None:
+        await asyncio.sleep(self._delay * (0.5 + random.random()))
+        self._delay = min(self._delay * 2, MAX_DELAY)

@@ -1,0 +1,192 @@
+"""SQL for attachment records (the files themselves are in blobs/)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+PENDING, UPLOADED, DELETING = "pending", "uploaded", "deleting"
+
+# pg_try_advisory_lock key of the cleanup job ("cariosan attachments cleanup"), so that
+# concurrent servers never run it at once; migrations use another key.
+CLEANUP_LOCK_KEY = 0x43617269_6F736132
+
+_COLUMNS = (
+    "a.workspace_id, a.id, a.channel_id, a.user_id, a.filename, a.content_type, a.size, "
+    "a.object_key, a.status, a.message_id, a.created_at"
+)
+
+
+@dataclass(frozen=True)
+class AttachmentRow:
+    workspace_id: uuid.UUID
+    id: uuid.UUID
+    channel_id: str
+    user_id: str | None
+    filename: str
+    content_type: str
+    size: int
+    object_key: str
+    status: str
+    message_id: uuid.UUID | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StaleAttachment:
+    workspace_id: uuid.UUID
+    id: uuid.UUID
+    object_key: str
+
+
+def _row(r: asyncpg.Record) -> AttachmentRow:
+    return AttachmentRow(
+        r["workspace_id"],
+        r["id"],
+        r["channel_id"],
+        r["user_id"],
+        r["filename"],
+        r["content_type"],
+        r["size"],
+        r["object_key"],
+        r["status"],
+        r["message_id"],
+        r["created_at"],
+    )
+
+
+async def insert_pending(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    attachment_id: uuid.UUID,
+    *,
+    channel_id: str,
+    user_id: str | None,
+    filename: str,
+    content_type: str,
+    size: int,
+    object_key: str,
+) -> None:
+    await conn.execute(
+        "INSERT INTO attachments (workspace_id, id, channel_id, user_id, filename, content_type, "
+        "size, object_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        workspace_id,
+        attachment_id,
+        channel_id,
+        user_id,
+        filename,
+        content_type,
+        size,
+        object_key,
+    )
+
+
+async def get_readable(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, attachment_id: uuid.UUID
+) -> AttachmentRow | None:
+    """The attachment unless it is being removed or its message was deleted."""
+    r = await conn.fetchrow(
+        f"""
+        SELECT {_COLUMNS}
+        FROM attachments a
+        LEFT JOIN messages m ON m.workspace_id = a.workspace_id AND m.id = a.message_id
+        WHERE a.workspace_id = $1 AND a.id = $2 AND a.status <> 'deleting'
+          AND (a.message_id IS NULL OR (m.id IS NOT NULL AND m.deleted_at IS NULL))
+        """,  # noqa: S608
+        workspace_id,
+        attachment_id,
+    )
+    return None if r is None else _row(r)
+
+
+async def lock_for_claim(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, attachment_ids: list[uuid.UUID]
+) -> list[AttachmentRow]:
+    """The attachments among `attachment_ids`, locked until the transaction ends (in id order,
+    so two sends naming the same attachments cannot deadlock)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM attachments a WHERE a.workspace_id = $1 "  # noqa: S608
+        "AND a.id = ANY($2::uuid[]) ORDER BY a.id FOR UPDATE",
+        workspace_id,
+        attachment_ids,
+    )
+    return [_row(r) for r in rows]
+
+
+async def mark_referenced(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    attachment_ids: list[uuid.UUID],
+    message_id: uuid.UUID,
+) -> None:
+    await conn.execute(
+        "UPDATE attachments SET status = 'uploaded', message_id = $3, referenced_at = now() "
+        "WHERE workspace_id = $1 AND id = ANY($2::uuid[])",
+        workspace_id,
+        attachment_ids,
+        message_id,
+    )
+
+
+async def refs_by_id(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, attachment_ids: list[uuid.UUID]
+) -> list[AttachmentRow]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM attachments a "  # noqa: S608
+        "WHERE a.workspace_id = $1 AND a.id = ANY($2::uuid[])",
+        workspace_id,
+        attachment_ids,
+    )
+    return [_row(r) for r in rows]
+
+
+# -- the cleanup job -----------------------------------------------------------------------------
+
+
+async def try_cleanup_lock(conn: asyncpg.Connection) -> bool:
+    """Take the cleanup job's session lock if no other server holds it."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", CLEANUP_LOCK_KEY))
+
+
+async def release_cleanup_lock(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", CLEANUP_LOCK_KEY)
+
+
+async def mark_stale(
+    conn: asyncpg.Connection, older_than_seconds: float, limit: int
+) -> list[StaleAttachment]:
+    """Mark unreferenced attachments older than the cut-off as being removed, and return them
+    together with those a previous run could not finish. A send that locked one of them first
+    wins: this waits for it and then skips the row, which has a message by then."""
+    rows = await conn.fetch(
+        """
+        UPDATE attachments SET status = 'deleting'
+        WHERE (workspace_id, id) IN (
+            SELECT workspace_id, id FROM attachments
+            WHERE message_id IS NULL
+              AND (status = 'deleting'
+                   OR created_at < now() - make_interval(secs => $1))
+            ORDER BY created_at
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ) AND message_id IS NULL
+        RETURNING workspace_id, id, object_key
+        """,
+        float(older_than_seconds),
+        limit,
+    )
+    return [StaleAttachment(r["workspace_id"], r["id"], r["object_key"]) for r in rows]
+
+
+async def delete_records(conn: asyncpg.Connection, removed: list[StaleAttachment]) -> None:
+    if not removed:
+        return
+    await conn.execute(
+        "DELETE FROM attachments a USING unnest($1::uuid[], $2::uuid[]) AS r(workspace_id, id) "
+        "WHERE a.workspace_id = r.workspace_id AND a.id = r.id AND a.status = 'deleting'",
+        [s.workspace_id for s in removed],
+        [s.id for s in removed],
+    )

@@ -1,0 +1,322 @@
+"""SQL for channels and their members: create, read with activity and unread counts, change."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from cariosan.db.reads import UNREAD_COUNT_SQL
+from cariosan.errors import ValidationFailed
+
+
+@dataclass(frozen=True)
+class LastMessageRow:
+    id: uuid.UUID
+    user_id: str
+    text: str
+    reply_count: int
+    mentions: list[str]
+    data: dict[str, Any]
+    created_at: datetime
+    edited_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ChannelRow:
+    id: str
+    type: str
+    name: str | None
+    data: dict[str, Any]
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    last_message_at: datetime | None
+    # coalesce(last_message_at, created_at): the listing's sort key.
+    activity: datetime
+    member_count: int
+    # For the viewing user (0 when it is not a member or there is none).
+    unread_count: int
+    last_message: LastMessageRow | None
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    user_id: str
+    role: str
+    joined_at: datetime
+
+
+# $1 workspace, $2 the viewing user (or NULL); every query below binds these two first.
+_SELECT = f"""
+    SELECT c.id, c.type, c.name, c.data, c.created_by, c.created_at, c.updated_at, c.deleted_at,
+           c.last_message_at, coalesce(c.last_message_at, c.created_at) AS activity,
+           (SELECT count(*) FROM channel_members n
+            WHERE n.workspace_id = c.workspace_id AND n.channel_id = c.id) AS member_count,
+           {UNREAD_COUNT_SQL} AS unread_count,
+           lm.id AS lm_id, lm.user_id AS lm_user_id, lm.text AS lm_text,
+           lm.reply_count AS lm_reply_count, lm.mentions AS lm_mentions, lm.data AS lm_data,
+           lm.created_at AS lm_created_at, lm.edited_at AS lm_edited_at
+    FROM channels c
+    LEFT JOIN channel_members me
+      ON me.workspace_id = c.workspace_id AND me.channel_id = c.id AND me.user_id = $2
+    LEFT JOIN LATERAL (
+        SELECT m.id, m.user_id, m.text, m.reply_count, m.mentions, m.data, m.created_at,
+               m.edited_at
+        FROM messages m
+        WHERE m.workspace_id = c.workspace_id AND m.channel_id = c.id
+          AND m.parent_id IS NULL AND m.deleted_at IS NULL
+        ORDER BY m.created_at DESC, m.id DESC LIMIT 1
+    ) lm ON true
+    WHERE c.workspace_id = $1 AND c.deleted_at IS NULL
+"""  # noqa: S608 (constant SQL fragment, values are parameters)
+
+
+def _json(value: dict[str, Any]) -> str:
+    # msgspec, not json.dumps: no Python recursion on deeply nested client data.
+    return msgspec.json.encode(value).decode()
+
+
+def _last_message(r: asyncpg.Record) -> LastMessageRow | None:
+    if r["lm_id"] is None:
+        return None
+    return LastMessageRow(
+        r["lm_id"],
+        r["lm_user_id"],
+        r["lm_text"],
+        r["lm_reply_count"],
+        list(r["lm_mentions"]),
+        msgspec.json.decode(r["lm_data"]),
+        r["lm_created_at"],
+        r["lm_edited_at"],
+    )
+
+
+def _row(r: asyncpg.Record) -> ChannelRow:
+    return ChannelRow(
+        r["id"],
+        r["type"],
+        r["name"],
+        msgspec.json.decode(r["data"]),
+        r["created_by"],
+        r["created_at"],
+        r["updated_at"],
+        r["deleted_at"],
+        r["last_message_at"],
+        r["activity"],
+        r["member_count"],
+        r["unread_count"],
+        _last_message(r),
+    )
+
+
+async def get_channel(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, channel_id: str, viewer: str | None
+) -> ChannelRow | None:
+    """A live channel as `viewer` sees it (its unread count); None if there is none."""
+    r = await conn.fetchrow(_SELECT + " AND c.id = $3", workspace_id, viewer, channel_id)
+    return None if r is None else _row(r)
+
+
+async def list_channels(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    viewer: str | None,
+    *,
+    include_public: bool,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list[ChannelRow]:
+    """Live channels newest activity first: the viewer's (and public ones if asked), or every
+    channel of the workspace when there is no viewer; keyset-paged below `before`."""
+    rows = await conn.fetch(
+        _SELECT
+        + """
+          AND ($2::text IS NULL OR me.user_id IS NOT NULL OR ($3 AND c.type = 'public'))
+          AND ($4::timestamptz IS NULL
+               OR (coalesce(c.last_message_at, c.created_at), c.id) < ($4, $5::text))
+        ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.id DESC
+        LIMIT $6
+        """,
+        workspace_id,
+        viewer,
+        include_public,
+        None if before is None else before[0],
+        None if before is None else before[1],
+        limit,
+    )
+    return [_row(r) for r in rows]
+
+
+async def insert_channel(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    channel_id: str,
+    *,
+    type: str,
+    name: str | None,
+    data: dict[str, Any],
+    created_by: str | None,
+    dm_key: str | None,
+) -> bool:
+    """Insert a channel; False if its id (or, for a dm, its pair) is taken. A concurrent insert
+    of the same pair waits for the other transaction, so the loser can then find the winner."""
+    try:
+        inserted = await conn.fetchval(
+            """
+            INSERT INTO channels (workspace_id, id, type, name, data, created_by, dm_key)
+            VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)
+            ON CONFLICT DO NOTHING
+            RETURNING true
+            """,
+            workspace_id,
+            channel_id,
+            type,
+            name,
+            _json(data),
+            created_by,
+            dm_key,
+        )
+    except asyncpg.exceptions.DataError as exc:
+        raise ValidationFailed(f"the channel cannot be stored: {_reason(exc)}") from None
+    return inserted is True
+
+
+async def dm_channel_id(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, dm_key: str
+) -> str | None:
+    value = await conn.fetchval(
+        "SELECT id FROM channels WHERE workspace_id = $1 AND dm_key = $2 AND deleted_at IS NULL",
+        workspace_id,
+        dm_key,
+    )
+    return value if isinstance(value, str) else None
+
+
+async def channel_type(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, channel_id: str
+) -> str | None:
+    """The type of a live channel, None if there is none."""
+    value = await conn.fetchval(
+        "SELECT type FROM channels WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
+        workspace_id,
+        channel_id,
+    )
+    return value if isinstance(value, str) else None
+
+
+async def update_channel(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    channel_id: str,
+    *,
+    name: str | None,
+    data: dict[str, Any] | None,
+    fields_set: frozenset[str],
+) -> bool:
+    """Change the fields named in `fields_set`; False if the channel is gone."""
+    try:
+        result = await conn.execute(
+            """
+            UPDATE channels SET
+                name = CASE WHEN $3 THEN $4 ELSE name END,
+                data = CASE WHEN $5 THEN $6::jsonb ELSE data END,
+                updated_at = now()
+            WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL
+            """,
+            workspace_id,
+            channel_id,
+            "name" in fields_set,
+            name,
+            "data" in fields_set and data is not None,
+            None if data is None else _json(data),
+        )
+    except asyncpg.exceptions.DataError as exc:
+        raise ValidationFailed(f"the channel cannot be stored: {_reason(exc)}") from None
+    return bool(result != "UPDATE 0")
+
+
+async def soft_delete_channel(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, channel_id: str
+) -> datetime | None:
+    """Mark the channel deleted (rows stay for export); its time, None if already gone.
+
+    A deleted dm gives up its pair key so that the two users can start a new one.
+    """
+    value = await conn.fetchval(
+        """
+        UPDATE channels SET deleted_at = now(), updated_at = now(), dm_key = NULL
+        WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL
+        RETURNING deleted_at
+        """,
+        workspace_id,
+        channel_id,
+    )
+    return value if isinstance(value, datetime) else None
+
+
+async def members(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, channel_id: str
+) -> list[MemberRow]:
+    rows = await conn.fetch(
+        "SELECT user_id, role, joined_at FROM channel_members "
+        "WHERE workspace_id = $1 AND channel_id = $2 ORDER BY joined_at, user_id",
+        workspace_id,
+        channel_id,
+    )
+    return [MemberRow(r["user_id"], r["role"], r["joined_at"]) for r in rows]
+
+
+async def add_members(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    channel_id: str,
+    user_ids: list[str],
+    roles: list[str],
+) -> list[MemberRow]:
+    """Add users with their roles, skipping those already in; the rows actually added.
+
+    Callers pass ids sorted, so concurrent additions lock index entries in one order.
+    """
+    rows = await conn.fetch(
+        """
+        INSERT INTO channel_members (workspace_id, channel_id, user_id, role)
+        SELECT $1, $2, t.user_id, t.role
+        FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS t(user_id, role, n)
+        ORDER BY t.n
+        ON CONFLICT DO NOTHING
+        RETURNING user_id, role, joined_at
+        """,
+        workspace_id,
+        channel_id,
+        user_ids,
+        roles,
+    )
+    added = [MemberRow(r["user_id"], r["role"], r["joined_at"]) for r in rows]
+    return sorted(added, key=lambda m: m.user_id)
+
+
+async def remove_member(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, channel_id: str, user_id: str
+) -> MemberRow | None:
+    r = await conn.fetchrow(
+        """
+        DELETE FROM channel_members
+        WHERE workspace_id = $1 AND channel_id = $2 AND user_id = $3
+        RETURNING user_id, role, joined_at
+        """,
+        workspace_id,
+        channel_id,
+        user_id,
+    )
+    return None if r is None else MemberRow(r["user_id"], r["role"], r["joined_at"])
+
+
+def _reason(exc: asyncpg.exceptions.DataError) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text or exc.__class__.__name__

@@ -1,0 +1,421 @@
+"""SQL for messages, threads, reactions and search.
+
+Every read returns messages with their reaction counts and the viewer's own reactions, computed
+in the same statement (one round trip per page, never one per message). Queries bind
+$1 = workspace and $2 = the viewing user (or NULL) first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+
+from cariosan.errors import ValidationFailed
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    id: uuid.UUID
+    channel_id: str
+    user_id: str
+    text: str
+    parent_id: uuid.UUID | None
+    reply_count: int
+    mentions: list[str]
+    attachment_ids: list[uuid.UUID]
+    data: dict[str, Any]
+    created_at: datetime
+    edited_at: datetime | None
+    deleted_at: datetime | None
+    reactions: dict[str, int]
+    # The viewing user's reaction types, in the order it added them.
+    own_reactions: list[str]
+    # {id, filename, content_type, size} of each attachment, in the order the message gave them.
+    attachments: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a message sits: enough to check a cursor or a parent and to page from it."""
+
+    id: uuid.UUID
+    channel_id: str
+    parent_id: uuid.UUID | None
+    created_at: datetime
+    deleted_at: datetime | None
+
+
+_COLUMNS = """
+    m.workspace_id, m.id, m.channel_id, m.user_id, m.text, m.parent_id, m.reply_count,
+    m.mentions, m.attachment_ids, m.data, m.created_at, m.edited_at, m.deleted_at
+"""
+
+
+def _with_reactions(order: str) -> str:
+    """Select the rows of CTE `page` with their reactions, ordered by `order`."""
+    return f"""
+        SELECT p.*, coalesce(rx.counts, '{{}}'::jsonb) AS reactions,
+               coalesce(rx.own, '{{}}'::text[]) AS own_reactions,
+               coalesce(ax.files, '[]'::jsonb) AS attachments
+        FROM page p
+        LEFT JOIN LATERAL (
+            SELECT jsonb_object_agg(t.type, t.n) AS counts,
+                   array_agg(t.type ORDER BY t.mine_at, t.type)
+                       FILTER (WHERE t.mine_at IS NOT NULL) AS own
+            FROM (
+                SELECT r.type, count(*) AS n,
+                       min(r.created_at) FILTER (WHERE r.user_id = $2::text) AS mine_at
+                FROM reactions r
+                WHERE r.workspace_id = p.workspace_id AND r.message_id = p.id
+                GROUP BY r.type
+            ) t
+        ) rx ON true
+        LEFT JOIN LATERAL (
+            SELECT jsonb_agg(
+                       jsonb_build_object('id', a.id, 'filename', a.filename,
+                                          'content_type', a.content_type, 'size', a.size)
+                       ORDER BY array_position(p.attachment_ids, a.id)
+                   ) AS files
+            FROM attachments a
+            WHERE a.workspace_id = p.workspace_id AND a.id = ANY(p.attachment_ids)
+        ) ax ON cardinality(p.attachment_ids) > 0
+        ORDER BY {order}
+    """  # noqa: S608 (constant SQL fragments, values are parameters)
+
+
+_OLDEST_FIRST = _with_reactions("p.created_at, p.id")
+_NEWEST_FIRST = _with_reactions("p.created_at DESC, p.id DESC")
+
+
+def _row(r: asyncpg.Record) -> MessageRow:
+    return MessageRow(
+        r["id"],
+        r["channel_id"],
+        r["user_id"],
+        r["text"],
+        r["parent_id"],
+        r["reply_count"],
+        list(r["mentions"]),
+        list(r["attachment_ids"]),
+        msgspec.json.decode(r["data"]),
+        r["created_at"],
+        r["edited_at"],
+        r["deleted_at"],
+        msgspec.json.decode(r["reactions"]),
+        list(r["own_reactions"]),
+        msgspec.json.decode(r["attachments"]),
+    )
+
+
+def _json(value: dict[str, Any]) -> str:
+    # msgspec, not json.dumps: no Python recursion on nested client data.
+    return msgspec.json.encode(value).decode()
+
+
+async def _storing(action: Callable[[], Awaitable[T]]) -> T:
+    """Run a write; values PostgreSQL refuses to store are the client's mistake (422)."""
+    try:
+        return await action()
+    except (
+        asyncpg.exceptions.DataError,
+        asyncpg.exceptions.ProgramLimitExceededError,
+    ) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ValidationFailed(f"the message cannot be stored: {text}") from None
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+
+async def get_message(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, viewer: str | None, message_id: uuid.UUID
+) -> MessageRow | None:
+    r = await conn.fetchrow(
+        f"""
+        WITH page AS (
+            SELECT {_COLUMNS} FROM messages m WHERE m.workspace_id = $1 AND m.id = $3
+        )
+        {_OLDEST_FIRST}
+        """,  # noqa: S608
+        workspace_id,
+        viewer,
+        message_id,
+    )
+    return None if r is None else _row(r)
+
+
+async def position(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID
+) -> Position | None:
+    r = await conn.fetchrow(
+        "SELECT id, channel_id, parent_id, created_at, deleted_at FROM messages "
+        "WHERE workspace_id = $1 AND id = $2",
+        workspace_id,
+        message_id,
+    )
+    if r is None:
+        return None
+    return Position(r["id"], r["channel_id"], r["parent_id"], r["created_at"], r["deleted_at"])
+
+
+# A page is one of: the latest `limit`, the `limit` just before a cursor, or just after it.
+# $3 = the channel id (channel pages) or the parent id (thread pages), $4 = limit,
+# $5/$6 = the cursor's created_at/id.
+_SCOPES = {
+    "channel": "m.channel_id = $3 AND m.parent_id IS NULL",
+    "thread": "m.parent_id = $3::uuid",
+}
+_DIRECTIONS = {
+    "latest": ("", "m.created_at DESC, m.id DESC"),
+    "before": (
+        "AND (m.created_at, m.id) < ($5::timestamptz, $6::uuid)",
+        "m.created_at DESC, m.id DESC",
+    ),
+    "after": ("AND (m.created_at, m.id) > ($5::timestamptz, $6::uuid)", "m.created_at, m.id"),
+}
+_PAGES = {
+    (scope, direction): f"""
+        WITH page AS (
+            SELECT {_COLUMNS} FROM messages m
+            WHERE m.workspace_id = $1 AND {where} {condition}
+            ORDER BY {order} LIMIT $4
+        )
+        {_OLDEST_FIRST}
+    """  # noqa: S608
+    for scope, where in _SCOPES.items()
+    for direction, (condition, order) in _DIRECTIONS.items()
+}
+
+
+async def page(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    viewer: str | None,
+    *,
+    channel_id: str | None = None,
+    parent_id: uuid.UUID | None = None,
+    before: Position | None = None,
+    after: Position | None = None,
+    limit: int,
+) -> list[MessageRow]:
+    """Up to `limit` top-level messages of a channel (or replies of a thread), oldest first:
+    the latest ones, or those just before or just after a cursor."""
+    scope, key = ("channel", channel_id) if parent_id is None else ("thread", parent_id)
+    cursor = before or after
+    direction = "before" if before else "after" if after else "latest"
+    args: list[Any] = [workspace_id, viewer, key, limit]
+    if cursor is not None:
+        args += [cursor.created_at, cursor.id]
+    rows = await conn.fetch(_PAGES[scope, direction], *args)
+    return [_row(r) for r in rows]
+
+
+async def search(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    viewer: str | None,
+    query: str,
+    *,
+    channel_id: str | None,
+    limit: int,
+) -> list[MessageRow]:
+    """Live messages matching `query` (words, `simple` configuration), newest first, in live
+    channels: those `viewer` is a member of, or every channel when there is no viewer."""
+    rows = await conn.fetch(
+        f"""
+        WITH page AS (
+            SELECT {_COLUMNS} FROM messages m
+            WHERE m.workspace_id = $1
+              AND m.search @@ plainto_tsquery('simple', $3)
+              AND m.deleted_at IS NULL
+              AND ($4::text IS NULL OR m.channel_id = $4)
+              AND ($2::text IS NULL OR m.channel_id IN (
+                  SELECT cm.channel_id FROM channel_members cm
+                  WHERE cm.workspace_id = $1 AND cm.user_id = $2
+              ))
+              AND EXISTS (
+                  SELECT 1 FROM channels c
+                  WHERE c.workspace_id = $1 AND c.id = m.channel_id AND c.deleted_at IS NULL
+              )
+            ORDER BY m.created_at DESC, m.id DESC LIMIT $5
+        )
+        {_NEWEST_FIRST}
+        """,  # noqa: S608
+        workspace_id,
+        viewer,
+        query,
+        channel_id,
+        limit,
+    )
+    return [_row(r) for r in rows]
+
+
+async def members_among(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, channel_id: str, user_ids: list[str]
+) -> set[str]:
+    """Which of `user_ids` are members of the channel."""
+    rows = await conn.fetch(
+        "SELECT user_id FROM channel_members "
+        "WHERE workspace_id = $1 AND channel_id = $2 AND user_id = ANY($3::text[])",
+        workspace_id,
+        channel_id,
+        user_ids,
+    )
+    return {r["user_id"] for r in rows}
+
+
+# ---- writing -------------------------------------------------------------------------------
+
+
+async def insert_message(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    *,
+    channel_id: str,
+    user_id: str,
+    text: str,
+    parent_id: uuid.UUID | None,
+    mentions: list[str],
+    attachment_ids: list[uuid.UUID],
+    data: dict[str, Any],
+) -> MessageRow | None:
+    """Store a new message; None if one with this id exists already. A concurrent insert of the
+    same id waits for the other transaction, so the loser then finds the winner's row."""
+    r = await _storing(
+        lambda: conn.fetchrow(
+            f"""
+            INSERT INTO messages AS m
+                (workspace_id, id, channel_id, user_id, text, parent_id, mentions, data,
+                 attachment_ids)
+            VALUES ($1, $2, $3, $4, $5, $6, $7::text[], $8::jsonb, $9::uuid[])
+            ON CONFLICT (workspace_id, id) DO NOTHING
+            RETURNING {_COLUMNS}, '{{}}'::jsonb AS reactions, '{{}}'::text[] AS own_reactions,
+                '[]'::jsonb AS attachments
+            """,  # noqa: S608
+            workspace_id,
+            message_id,
+            channel_id,
+            user_id,
+            text,
+            parent_id,
+            mentions,
+            _json(data),
+            attachment_ids,
+        )
+    )
+    return None if r is None else _row(r)
+
+
+async def count_reply(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, parent_id: uuid.UUID
+) -> None:
+    await conn.execute(
+        "UPDATE messages SET reply_count = reply_count + 1 WHERE workspace_id = $1 AND id = $2",
+        workspace_id,
+        parent_id,
+    )
+
+
+async def set_last_message(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    channel_id: str,
+    message_id: uuid.UUID,
+    created_at: datetime,
+) -> None:
+    """Point the channel at its newest message (never back at an older one: concurrent sends
+    may commit out of order)."""
+    await conn.execute(
+        """
+        UPDATE channels SET last_message_id = $3, last_message_at = $4
+        WHERE workspace_id = $1 AND id = $2
+          AND (last_message_at IS NULL OR (last_message_at, last_message_id) < ($4, $3))
+        """,
+        workspace_id,
+        channel_id,
+        message_id,
+        created_at,
+    )
+
+
+async def update_text(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID, text: str
+) -> bool:
+    """Replace the text of a live message; False if it is gone or deleted."""
+    result = await _storing(
+        lambda: conn.execute(
+            "UPDATE messages SET text = $3, edited_at = clock_timestamp() "
+            "WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
+            workspace_id,
+            message_id,
+            text,
+        )
+    )
+    return bool(result != "UPDATE 0")
+
+
+async def soft_delete(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID
+) -> bool:
+    """Mark a live message deleted (the row stays for export); False if it already was."""
+    result = await conn.execute(
+        "UPDATE messages SET deleted_at = clock_timestamp() "
+        "WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
+        workspace_id,
+        message_id,
+    )
+    return bool(result != "UPDATE 0")
+
+
+async def add_reaction(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    type: str,
+    user_id: str,
+) -> datetime | None:
+    """Add the user's reaction to a live message; its time, None if it was there already (or
+    the message is deleted)."""
+    value = await conn.fetchval(
+        """
+        INSERT INTO reactions (workspace_id, message_id, type, user_id)
+        SELECT $1, $2, $3, $4
+        WHERE EXISTS (
+            SELECT 1 FROM messages WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL
+        )
+        ON CONFLICT DO NOTHING
+        RETURNING created_at
+        """,
+        workspace_id,
+        message_id,
+        type,
+        user_id,
+    )
+    return value if isinstance(value, datetime) else None
+
+
+async def remove_reaction(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    type: str,
+    user_id: str,
+) -> bool:
+    result = await conn.execute(
+        "DELETE FROM reactions "
+        "WHERE workspace_id = $1 AND message_id = $2 AND type = $3 AND user_id = $4",
+        workspace_id,
+        message_id,
+        type,
+        user_id,
+    )
+    return bool(result != "DELETE 0")

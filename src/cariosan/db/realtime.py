@@ -1,0 +1,40 @@
+"""SQL for live delivery: the starting point of a workspace's event stream, and activity."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from cariosan.db import events
+
+
+async def stream_start(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID
+) -> tuple[int, list[tuple[str, str]]]:
+    """The latest readable seq and every (channel_id, user_id) membership, from one snapshot.
+
+    Membership changes of transactions that were still running then come later in the log, so
+    applying the events after the returned seq to this membership keeps it current.
+    """
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        latest = await events.latest_seq(conn, workspace_id)
+        rows = await conn.fetch(
+            """
+            SELECT m.channel_id, m.user_id FROM channel_members m
+            JOIN channels c ON c.workspace_id = m.workspace_id AND c.id = m.channel_id
+            WHERE m.workspace_id = $1 AND c.deleted_at IS NULL
+            """,
+            workspace_id,
+        )
+    return latest, [(r["channel_id"], r["user_id"]) for r in rows]
+
+
+async def touch_last_active(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_ids: list[str]
+) -> None:
+    await conn.execute(
+        "UPDATE users SET last_active_at = now() WHERE workspace_id = $1 AND id = ANY($2::text[])",
+        workspace_id,
+        user_ids,
+    )

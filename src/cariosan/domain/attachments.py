@@ -1,0 +1,330 @@
+"""Attachments: signed uploads straight to the store, claims by messages, signed downloads for
+channel members, and removal of uploads no message ever referenced.
+
+Lifecycle: `create_upload` checks membership, size and content type, records a *pending*
+attachment and signs a PUT; the client uploads; `claim_for_message` (inside the send's
+transaction) checks the file is really in the store with the declared size and ties it to the
+message; `remove_stale` deletes what stayed unreferenced for a day (record and file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import unicodedata
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from cariosan.blobs.store import BlobStore, PresignedUpload
+from cariosan.config import Settings
+from cariosan.db import attachments as rows
+from cariosan.db.pool import Database
+from cariosan.domain.access import channel_access
+from cariosan.domain.auth import Caller
+from cariosan.domain.ids import server_id
+from cariosan.domain.views import AttachmentRef
+from cariosan.errors import NotFound, PayloadTooLarge, ValidationFailed
+from cariosan.obs.logging import get_logger
+
+log = get_logger("cariosan.attachments")
+
+# Bytes of UTF-8, well under every filesystem's 255 and S3's 1024 for the whole key.
+MAX_FILENAME_BYTES = 180
+MAX_CONTENT_TYPE = 255
+MAX_PER_MESSAGE = 20
+_CONTENT_TYPE = re.compile(
+    r"^([a-z0-9][a-z0-9!#$&^_.+-]*)/([a-z0-9][a-z0-9!#$&^_.+-]*)"
+    r"(\s*;\s*[a-z0-9!#$&^_.+-]+=(\"[^\"\\\r\n]*\"|[a-z0-9!#$&^_.+-]+))*$"
+)
+
+
+@dataclass(frozen=True)
+class Upload:
+    attachment_id: uuid.UUID
+    upload: PresignedUpload
+
+
+@dataclass(frozen=True)
+class Download:
+    url: str
+    expires_at: datetime
+    filename: str
+    content_type: str
+    size: int
+
+
+def safe_filename(name: str) -> str:
+    """The name as stored and used in the object key: no path separators, no `..`, no control
+    characters, at most MAX_FILENAME_BYTES of UTF-8 (the extension kept)."""
+    text = unicodedata.normalize("NFC", name)
+    text = "".join(
+        "_" if ch in "/\\" else ch
+        for ch in text
+        if unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn")
+    )
+    text = re.sub(r"\.{2,}", ".", text).strip().strip(".").strip()
+    if not text:
+        return "file"
+    if len(text.encode()) > MAX_FILENAME_BYTES:
+        stem, dot, ext = text.rpartition(".")
+        ext = ext if dot and stem and len(ext.encode()) <= 16 else ""
+        room = MAX_FILENAME_BYTES - len(ext.encode()) - (1 if ext else 0)
+        stem = (stem if ext else text).encode()[:room].decode(errors="ignore").rstrip(". ")
+        text = f"{stem}.{ext}" if ext else stem
+    return text or "file"
+
+
+def content_type_allowed(content_type: str, allowed: Sequence[str]) -> bool:
+    """Whether `type/subtype` (parameters ignored) matches an entry like `image/*` or `*/*`."""
+    main, _, sub = content_type.split(";", 1)[0].strip().partition("/")
+    for pattern in allowed:
+        if pattern in ("*", "*/*"):
+            return True
+        p_main, _, p_sub = pattern.partition("/")
+        if p_main == main and p_sub in ("*", sub):
+            return True
+    return False
+
+
+def object_key(workspace_id: uuid.UUID, attachment_id: uuid.UUID, filename: str) -> str:
+    return f"{workspace_id}/{attachment_id}/{filename}"
+
+
+def _check_request(settings: Settings, filename: str, content_type: str, size: int) -> str:
+    """The normalized content type, after the size and type limits (nothing is signed yet)."""
+    limit = settings.limits.max_attachment_bytes
+    if size > limit:
+        raise PayloadTooLarge(f"an attachment may have at most {limit} bytes; this one has {size}")
+    if size <= 0:
+        raise ValidationFailed("size must be the file's length in bytes, at least 1")
+    if not filename.strip():
+        raise ValidationFailed("filename must not be empty")
+    normalized = content_type.strip().lower()
+    if len(normalized) > MAX_CONTENT_TYPE or not _CONTENT_TYPE.match(normalized):
+        raise ValidationFailed("content_type must be a MIME type such as image/png")
+    if not content_type_allowed(normalized, settings.attachment_types):
+        raise ValidationFailed(
+            f"content type {normalized.split(';')[0]} is not allowed here "
+            f"(allowed: {', '.join(settings.attachment_types)})"
+        )
+    return normalized
+
+
+async def create_upload(
+    database: Database,
+    blobs: BlobStore,
+    settings: Settings,
+    caller: Caller,
+    *,
+    channel_id: str,
+    filename: str,
+    content_type: str,
+    size: int,
+) -> Upload:
+    """Check, record a pending attachment, and sign a PUT for it (15 minutes)."""
+    async with database.connection() as conn:
+        await channel_access(conn, caller, channel_id)
+    content_type = _check_request(settings, filename, content_type, size)
+    await blobs.ensure_available()
+    attachment_id = uuid.uuid4()
+    name = safe_filename(filename)
+    key = object_key(caller.workspace_id, attachment_id, name)
+    async with database.connection() as conn:
+        await rows.insert_pending(
+            conn,
+            caller.workspace_id,
+            attachment_id,
+            channel_id=channel_id,
+            user_id=caller.user_id,
+            filename=name,
+            content_type=content_type,
+            size=size,
+            object_key=key,
+        )
+    upload = await blobs.presign_put(key, content_type, size, settings.attachment_url_seconds)
+    return Upload(attachment_id, upload)
+
+
+async def download(
+    database: Database,
+    blobs: BlobStore,
+    settings: Settings,
+    caller: Caller,
+    attachment_id: str,
+) -> Download:
+    """A signed GET (15 minutes) for a member of the attachment's channel; NOT_FOUND for anyone
+    else, for an attachment whose message was deleted, and for someone else's pending upload."""
+    wanted = server_id("attachment", attachment_id)
+    async with database.connection() as conn:
+        row = await rows.get_readable(conn, caller.workspace_id, wanted)
+        if row is None:
+            raise NotFound("no such attachment")
+        try:
+            await channel_access(conn, caller, row.channel_id)
+        except NotFound:
+            raise NotFound("no such attachment") from None
+    if row.message_id is None and not (caller.user_id == row.user_id or caller.user_id is None):
+        raise NotFound("no such attachment")
+    await blobs.ensure_available()
+    signed = await blobs.presign_get(
+        row.object_key, row.filename, row.content_type, settings.attachment_url_seconds
+    )
+    return Download(signed.url, signed.expires_at, row.filename, row.content_type, row.size)
+
+
+def ref_of(row: rows.AttachmentRow) -> AttachmentRef:
+    return AttachmentRef(
+        id=str(row.id), filename=row.filename, content_type=row.content_type, size=row.size
+    )
+
+
+def _attachment_ids(values: Sequence[str | uuid.UUID]) -> list[uuid.UUID]:
+    if len(values) > MAX_PER_MESSAGE:
+        raise ValidationFailed(f"a message may carry at most {MAX_PER_MESSAGE} attachments")
+    ids: list[uuid.UUID] = []
+    for value in values:
+        attachment_id = (
+            value
+            if isinstance(value, uuid.UUID)
+            else server_id("attachment_ids item", value, missing_is_not_found=False)
+        )
+        if attachment_id in ids:
+            raise ValidationFailed(f"attachment {attachment_id} is listed twice")
+        ids.append(attachment_id)
+    return ids
+
+
+async def claim_for_message(
+    conn: asyncpg.Connection,
+    blobs: BlobStore,
+    workspace_id: uuid.UUID,
+    channel_id: str,
+    user_id: str | None,
+    message_id: uuid.UUID,
+    attachment_ids: Sequence[str | uuid.UUID],
+) -> list[AttachmentRef]:
+    """Tie uploaded attachments to a new message, inside the send's transaction; their refs in
+    the order given.
+
+    Each must exist in this workspace and channel, have been uploaded by `user_id` (or by the
+    backend itself), not be attached to another message, and be in the store with exactly its
+    declared size (checked here with a HEAD, once: afterwards it is `uploaded`). Anything else
+    is VALIDATION_FAILED naming the attachment; a store that cannot be reached is UNAVAILABLE.
+    Call it before the send touches the channel row: the HEAD is a network round trip, and
+    only the attachment rows should be locked while it runs.
+    """
+    ids = _attachment_ids(attachment_ids)
+    if not ids:
+        return []
+    found = {row.id: row for row in await rows.lock_for_claim(conn, workspace_id, ids)}
+    refs: list[AttachmentRef] = []
+    for attachment_id in ids:
+        row = found.get(attachment_id)
+        if row is None or row.channel_id != channel_id or row.status == rows.DELETING:
+            raise ValidationFailed(f"unknown attachment {attachment_id} (not in this channel)")
+        if row.user_id is not None and row.user_id != user_id:
+            raise ValidationFailed(f"attachment {attachment_id} was uploaded by another user")
+        if row.message_id is not None:
+            if row.message_id == message_id:
+                refs.append(ref_of(row))
+                continue
+            raise ValidationFailed(f"attachment {attachment_id} belongs to another message")
+        if row.status != rows.UPLOADED:
+            stored = await blobs.head(row.object_key)
+            if stored is None:
+                raise ValidationFailed(f"attachment {attachment_id} was never uploaded")
+            if stored.size != row.size:
+                raise ValidationFailed(
+                    f"attachment {attachment_id} has {stored.size} bytes, {row.size} were declared"
+                )
+        refs.append(ref_of(row))
+    await rows.mark_referenced(conn, workspace_id, ids, message_id)
+    return refs
+
+
+async def refs_for(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, attachment_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, AttachmentRef]:
+    """Attachment refs by id, for message reads (one query for a whole page)."""
+    if not attachment_ids:
+        return {}
+    found = await rows.refs_by_id(conn, workspace_id, list(attachment_ids))
+    return {row.id: ref_of(row) for row in found}
+
+
+async def remove_stale(
+    database: Database, blobs: BlobStore, older_than_seconds: float, batch: int = 500
+) -> int | None:
+    """Delete attachments never referenced within `older_than_seconds`: file, then record.
+
+    Runs under a PostgreSQL advisory lock; returns None without doing anything when another
+    server holds it, else how many attachments were removed. A file that cannot be deleted
+    now (store down) keeps its record, marked `deleting`, for the next run.
+    """
+    async with database.connection() as conn:
+        if not await rows.try_cleanup_lock(conn):
+            return None
+        try:
+            removed = 0
+            while True:
+                stale = await rows.mark_stale(conn, older_than_seconds, batch)
+                if not stale:
+                    return removed
+                done: list[rows.StaleAttachment] = []
+                for item in stale:
+                    try:
+                        await blobs.delete(item.object_key)
+                    except Exception as exc:
+                        log.warning(
+                            "attachment_cleanup_failed",
+                            attachment_id=str(item.id),
+                            error=exc.__class__.__name__,
+                        )
+                        continue
+                    done.append(item)
+                await rows.delete_records(conn, done)
+                removed += len(done)
+                if len(done) < len(stale):  # the store is failing: try again next run
+                    return removed
+        finally:
+            await rows.release_cleanup_lock(conn)
+
+
+class CleanupJob:
+    """Runs `remove_stale` every few minutes in this server process (the advisory lock keeps
+    the servers of a deployment from running it at the same time)."""
+
+    def __init__(self, database: Database, blobs: BlobStore, settings: Settings) -> None:
+        self._database = database
+        self._blobs = blobs
+        self._settings = settings
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="cariosan-attachment-cleanup")
+
+    async def _run(self) -> None:
+        interval = self._settings.attachment_cleanup_interval_seconds
+        while True:
+            # Spread out, so that servers started together do not all try at the same moment.
+            await asyncio.sleep(interval * random.uniform(0.5, 1.0))
+            try:
+                removed = await remove_stale(
+                    self._database, self._blobs, self._settings.attachment_pending_seconds
+                )
+            except Exception as exc:  # a store or database outage: try again next time
+                log.warning("attachment_cleanup_error", error=exc.__class__.__name__)
+                continue
+            if removed:
+                log.info("attachments_removed", count=removed)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

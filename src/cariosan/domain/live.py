@@ -1,0 +1,120 @@
+"""Who receives which live event, and the reads the WebSocket gateway needs.
+
+The gateway (realtime/) delivers; the rules live here: a user receives the persisted events of
+the channels it belongs to, plus the events about itself (`user_id` on the event, e.g. its own
+`read.updated` or its `member.removed`). Membership is tracked by applying the membership
+events of the log in order, so a change takes effect at exactly its point in the stream.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from cariosan.db import events as event_rows
+from cariosan.db import realtime as live_rows
+from cariosan.db.events import EventRow
+from cariosan.db.pool import Database
+from cariosan.domain import tokens
+from cariosan.domain.auth import Caller, authenticate
+from cariosan.domain.workspaces import SECRET_PREFIX
+from cariosan.errors import Unauthorized
+
+# Presence changes are sent to the members of channels up to this size.
+PRESENCE_MAX_MEMBERS = 100
+# Events read per query when a workspace's stream catches up.
+STREAM_PAGE = 500
+
+
+@dataclass
+class Audience:
+    """Channel membership of one workspace, as of the last event applied."""
+
+    members: dict[str, set[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple[str, str]]) -> Audience:
+        audience = cls()
+        for channel_id, user_id in rows:
+            audience.members.setdefault(channel_id, set()).add(user_id)
+        return audience
+
+    def recipients(self, event: EventRow) -> set[str]:
+        """Apply the event's membership change, then return who receives it."""
+        channel = event.channel_id
+        if channel is not None:
+            if event.type == "channel.created":
+                self.members[channel] = _channel_members(event.payload)
+            elif event.type == "member.added" and event.user_id is not None:
+                self.members.setdefault(channel, set()).add(event.user_id)
+            elif event.type == "member.removed" and event.user_id is not None:
+                self.members.get(channel, set()).discard(event.user_id)
+        users = set(self.members.get(channel, ())) if channel is not None else set()
+        if event.user_id is not None:
+            users.add(event.user_id)
+        if event.type == "channel.deleted" and channel is not None:
+            self.members.pop(channel, None)
+        return users
+
+    def co_members(self, user_id: str) -> set[str]:
+        """Users who see `user_id`'s presence: those sharing a channel of at most
+        `PRESENCE_MAX_MEMBERS` members with it (in large channels presence would cost N² frames
+        as everyone connects)."""
+        found: set[str] = set()
+        for users in self.members.values():
+            if user_id in users and len(users) <= PRESENCE_MAX_MEMBERS:
+                found |= users
+        found.discard(user_id)
+        return found
+
+    def is_member(self, channel_id: str, user_id: str) -> bool:
+        return user_id in self.members.get(channel_id, ())
+
+
+def _channel_members(payload: dict[str, Any]) -> set[str]:
+    channel = payload.get("channel")
+    found: set[str] = set()
+    if isinstance(channel, dict):
+        for member in channel.get("members") or ():
+            if isinstance(member, dict) and isinstance(member.get("user_id"), str):
+                found.add(member["user_id"])
+    return found
+
+
+async def open_stream(database: Database, workspace_id: uuid.UUID) -> tuple[int, Audience]:
+    """Where a workspace's live stream starts, and its membership at that point."""
+    async with database.connection() as conn:
+        latest, rows = await live_rows.stream_start(conn, workspace_id)
+    return latest, Audience.from_rows(rows)
+
+
+async def read_stream(
+    database: Database, workspace_id: uuid.UUID, after_seq: int, limit: int = STREAM_PAGE
+) -> list[EventRow]:
+    """The workspace's finished events after `after_seq`, in order (never one below it later)."""
+    async with database.connection() as conn:
+        return await event_rows.events_for_workspace(conn, workspace_id, after_seq, limit)
+
+
+@dataclass(frozen=True)
+class LiveCaller:
+    caller: Caller
+    user_id: str
+    expires_at: int
+
+
+async def authenticate_live(database: Database, jwt_secrets: list[str], token: str) -> LiveCaller:
+    """A WebSocket's user, from its JWT; UNAUTHORIZED for anything else (API secrets too)."""
+    if not token or token.startswith(SECRET_PREFIX):
+        raise Unauthorized("the WebSocket needs a user token")
+    claims = tokens.verify(token, jwt_secrets)
+    caller = await authenticate(database, jwt_secrets, token, None)
+    return LiveCaller(caller, caller.require_user(), claims.expires_at)
+
+
+async def mark_active(database: Database, workspace_id: uuid.UUID, user_ids: list[str]) -> None:
+    """Persist `last_active_at` for users seen live."""
+    if user_ids:
+        async with database.connection() as conn:
+            await live_rows.touch_last_active(conn, workspace_id, user_ids)

@@ -1,0 +1,405 @@
+"""Messages: send (idempotent by id), read a channel's history or a thread, edit, delete.
+
+Every change writes its event in the same transaction. On the send path the channel row is
+updated last, so its lock is held only until the commit.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import asyncpg
+
+from cariosan.blobs import BlobStore
+from cariosan.config import Limits
+from cariosan.db import messages as rows
+from cariosan.db.events import append_event
+from cariosan.db.pool import Database
+from cariosan.domain import attachments
+from cariosan.domain.access import ChannelAccess, channel_access
+from cariosan.domain.auth import Caller
+from cariosan.domain.ids import customer_id, server_id
+from cariosan.domain.ratelimit import check_message
+from cariosan.domain.views import AttachmentRef, MessageView, to_payload
+from cariosan.ephemeral.store import EphemeralStore
+from cariosan.errors import Conflict, Forbidden, NotFound, ValidationFailed
+
+DEFAULT_PAGE, MAX_PAGE = 50, 200
+MAX_MENTIONS = 100
+# Deeper client data is refused: it must survive JSON encoders with recursion limits.
+MAX_DATA_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A message as a client sends it (ids still unparsed: they are validated here)."""
+
+    text: str
+    id: str | None = None
+    parent_id: str | None = None
+    attachment_ids: list[str] = field(default_factory=list)
+    mentions: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Page:
+    messages: list[MessageView]
+    has_more: bool
+
+
+def message_view(row: rows.MessageRow) -> MessageView:
+    """The public shape; a deleted message keeps its place but loses its text and files."""
+    deleted = row.deleted_at is not None
+    return MessageView(
+        id=str(row.id),
+        channel_id=row.channel_id,
+        user_id=row.user_id,
+        text="" if deleted else row.text,
+        parent_id=None if row.parent_id is None else str(row.parent_id),
+        reply_count=row.reply_count,
+        attachments=[] if deleted else [AttachmentRef(**a) for a in row.attachments],
+        mentions=row.mentions,
+        reactions=row.reactions,
+        own_reactions=row.own_reactions,
+        data=row.data,
+        created_at=row.created_at,
+        edited_at=row.edited_at,
+        deleted_at=row.deleted_at,
+    )
+
+
+def shared_payload(row: rows.MessageRow) -> dict[str, Any]:
+    """A message for an event every member receives: no one's own reactions in it."""
+    view = message_view(row)
+    view.own_reactions = []
+    return {"message": to_payload(view)}
+
+
+# ---- validation ----------------------------------------------------------------------------
+
+
+def _storable(name: str, value: str) -> None:
+    if "\x00" in value:
+        raise ValidationFailed(f"{name} must not contain NUL characters")
+
+
+def valid_text(text: str, limits: Limits, *, allow_empty: bool) -> str:
+    if len(text) > limits.max_message_chars:
+        raise ValidationFailed(f"text must have at most {limits.max_message_chars} characters")
+    if not allow_empty and not text.strip():
+        raise ValidationFailed("text must not be empty")
+    _storable("text", text)
+    return text
+
+
+def _valid_data(value: Any, depth: int = 0) -> None:
+    if depth > MAX_DATA_DEPTH:
+        raise ValidationFailed(f"data must not be nested more than {MAX_DATA_DEPTH} levels deep")
+    if isinstance(value, str):
+        _storable("data", value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValidationFailed("data must hold finite numbers only")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable("data", key)
+            _valid_data(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _valid_data(item, depth + 1)
+
+
+def _valid_mentions(mentions: list[str]) -> list[str]:
+    unique = list(dict.fromkeys(customer_id("mentions", m) for m in mentions))
+    if len(unique) > MAX_MENTIONS:
+        raise ValidationFailed(f"a message may mention at most {MAX_MENTIONS} users")
+    return unique
+
+
+def valid_limit(limit: int, maximum: int = MAX_PAGE) -> int:
+    if not 1 <= limit <= maximum:
+        raise ValidationFailed(f"limit must be between 1 and {maximum}")
+    return limit
+
+
+# ---- access to one message -----------------------------------------------------------------
+
+
+async def message_access(
+    conn: asyncpg.Connection,
+    caller: Caller,
+    message_id: str,
+    *,
+    moderation: bool = False,
+) -> tuple[rows.MessageRow, ChannelAccess]:
+    """A message and the caller's access to its channel; NOT_FOUND (naming only the message)
+    when it does not exist or the caller may not see its channel."""
+    key = server_id("message", message_id)
+    row = await rows.get_message(conn, caller.workspace_id, caller.user_id, key)
+    if row is None:
+        raise NotFound(f"no such message: {message_id}")
+    try:
+        access = await channel_access(conn, caller, row.channel_id, moderation=moderation)
+    except NotFound:
+        raise NotFound(f"no such message: {message_id}") from None
+    return row, access
+
+
+# ---- send ----------------------------------------------------------------------------------
+
+
+async def post_message(
+    database: Database,
+    blobs: BlobStore,
+    store: EphemeralStore,
+    limits: Limits,
+    caller: Caller,
+    channel_id: str,
+    draft: Draft,
+) -> tuple[MessageView, bool]:
+    """Send a message as the caller; (message, created). The same client id again returns the
+    original (created False), also when both requests race."""
+    user_id = caller.require_user()
+    customer_id("channel_id", channel_id)
+    message_id = (
+        uuid.uuid4() if draft.id is None else server_id("id", draft.id, missing_is_not_found=False)
+    )
+    parent_id = (
+        None
+        if draft.parent_id is None
+        else server_id("parent_id", draft.parent_id, missing_is_not_found=False)
+    )
+    text = valid_text(draft.text, limits, allow_empty=bool(draft.attachment_ids))
+    mentions = _valid_mentions(draft.mentions)
+    _valid_data(draft.data)
+    await check_message(store, limits, caller)
+
+    async with database.transaction() as conn:
+        access = await channel_access(conn, caller, channel_id)
+        if not access.is_member:
+            raise NotFound(f"no such channel: {channel_id}")
+        if parent_id is not None:
+            await _check_parent(conn, caller, channel_id, parent_id)
+        if mentions:
+            found = await rows.members_among(conn, caller.workspace_id, channel_id, mentions)
+            missing = [m for m in mentions if m not in found]
+            if missing:
+                raise ValidationFailed(f"mentioned users are not members: {', '.join(missing)}")
+        # Before the channel row is touched: checking an upload is a round trip to the store.
+        files = await attachments.claim_for_message(
+            conn,
+            blobs,
+            caller.workspace_id,
+            channel_id,
+            caller.user_id,
+            message_id,
+            draft.attachment_ids,
+        )
+        row = await rows.insert_message(
+            conn,
+            caller.workspace_id,
+            message_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            text=text,
+            parent_id=parent_id,
+            mentions=mentions,
+            attachment_ids=[uuid.UUID(f.id) for f in files],
+            data=draft.data,
+        )
+        if row is None:
+            return await _original(conn, caller, channel_id, message_id), False
+        row = replace(row, attachments=[to_payload(f) for f in files])
+        await append_event(
+            conn, caller.workspace_id, "message.new", shared_payload(row), channel_id=channel_id
+        )
+        if parent_id is not None:
+            await rows.count_reply(conn, caller.workspace_id, parent_id)
+        else:
+            # Replies stay in their thread: only top-level messages are the channel's activity.
+            await rows.set_last_message(
+                conn, caller.workspace_id, channel_id, row.id, row.created_at
+            )
+    return message_view(row), True
+
+
+async def _check_parent(
+    conn: asyncpg.Connection, caller: Caller, channel_id: str, parent_id: uuid.UUID
+) -> None:
+    parent = await rows.position(conn, caller.workspace_id, parent_id)
+    if parent is None or parent.channel_id != channel_id:
+        raise ValidationFailed("parent_id must be a message of this channel")
+    if parent.parent_id is not None:
+        raise ValidationFailed("parent_id must be a top-level message (threads are one deep)")
+    if parent.deleted_at is not None:
+        raise ValidationFailed("parent_id names a deleted message")
+
+
+async def _original(
+    conn: asyncpg.Connection, caller: Caller, channel_id: str, message_id: uuid.UUID
+) -> MessageView:
+    """The message a repeated send refers to; CONFLICT if the id was used for another one."""
+    row = await rows.get_message(conn, caller.workspace_id, caller.user_id, message_id)
+    if row is None or row.channel_id != channel_id or row.user_id != caller.user_id:
+        raise Conflict(f"message id {message_id} is already used by another message")
+    return message_view(row)
+
+
+# ---- read ----------------------------------------------------------------------------------
+
+
+async def _cursor(
+    conn: asyncpg.Connection,
+    caller: Caller,
+    name: str,
+    value: str | None,
+    *,
+    channel_id: str,
+    parent_id: uuid.UUID | None,
+) -> rows.Position | None:
+    """A paging cursor: a message of the same channel (top-level) or thread, else 422."""
+    if value is None:
+        return None
+    key = server_id(name, value, missing_is_not_found=False)
+    found = await rows.position(conn, caller.workspace_id, key)
+    if found is None or found.channel_id != channel_id or found.parent_id != parent_id:
+        where = "this channel's top-level messages" if parent_id is None else "this thread"
+        raise ValidationFailed(f"{name} must be one of {where}")
+    return found
+
+
+async def _page(
+    conn: asyncpg.Connection,
+    caller: Caller,
+    *,
+    channel_id: str,
+    parent_id: uuid.UUID | None,
+    limit: int,
+    before: str | None,
+    after: str | None,
+) -> Page:
+    valid_limit(limit)
+    if before is not None and after is not None:
+        raise ValidationFailed("give either before or after, not both")
+    before_at = await _cursor(
+        conn, caller, "before", before, channel_id=channel_id, parent_id=parent_id
+    )
+    after_at = await _cursor(
+        conn, caller, "after", after, channel_id=channel_id, parent_id=parent_id
+    )
+    found = await rows.page(
+        conn,
+        caller.workspace_id,
+        caller.user_id,
+        channel_id=channel_id,
+        parent_id=parent_id,
+        before=before_at,
+        after=after_at,
+        limit=limit + 1,
+    )
+    has_more = len(found) > limit
+    if has_more:
+        # One row beyond the page proves there is more in the paging direction: the oldest
+        # when walking back (latest/before), the newest when walking forward (after).
+        found = found[:limit] if after_at is not None else found[1:]
+    return Page([message_view(r) for r in found], has_more)
+
+
+async def list_messages(
+    database: Database,
+    caller: Caller,
+    channel_id: str,
+    *,
+    limit: int = DEFAULT_PAGE,
+    before: str | None = None,
+    after: str | None = None,
+) -> Page:
+    """A channel's top-level messages, oldest first: the latest `limit`, or the `limit` just
+    before or after a message; `has_more` says whether more lie in that direction."""
+    async with database.connection() as conn:
+        await channel_access(conn, caller, channel_id)
+        return await _page(
+            conn,
+            caller,
+            channel_id=channel_id,
+            parent_id=None,
+            limit=limit,
+            before=before,
+            after=after,
+        )
+
+
+async def list_replies(
+    database: Database,
+    caller: Caller,
+    message_id: str,
+    *,
+    limit: int = DEFAULT_PAGE,
+    before: str | None = None,
+    after: str | None = None,
+) -> Page:
+    """A thread's replies, oldest first, paged like a channel."""
+    async with database.connection() as conn:
+        parent, _ = await message_access(conn, caller, message_id)
+        return await _page(
+            conn,
+            caller,
+            channel_id=parent.channel_id,
+            parent_id=parent.id,
+            limit=limit,
+            before=before,
+            after=after,
+        )
+
+
+# ---- edit and delete -----------------------------------------------------------------------
+
+
+async def edit_message(
+    database: Database, limits: Limits, caller: Caller, message_id: str, text: str
+) -> MessageView:
+    """Replace a message's text: its author, an admin user or the backend."""
+    async with database.transaction() as conn:
+        row, access = await message_access(conn, caller, message_id, moderation=True)
+        if row.deleted_at is not None:
+            raise NotFound(f"no such message: {message_id}")
+        if row.user_id != caller.user_id and not caller.is_admin:
+            raise Forbidden("only the message's author or an admin may edit it")
+        valid_text(text, limits, allow_empty=bool(row.attachment_ids))
+        if not await rows.update_text(conn, caller.workspace_id, row.id, text):
+            raise NotFound(f"no such message: {message_id}")
+        edited = await rows.get_message(conn, caller.workspace_id, caller.user_id, row.id)
+        assert edited is not None  # updated in this transaction
+        await append_event(
+            conn,
+            caller.workspace_id,
+            "message.updated",
+            shared_payload(edited),
+            channel_id=access.channel_id,
+        )
+    return message_view(edited)
+
+
+async def delete_message(database: Database, caller: Caller, message_id: str) -> None:
+    """Soft-delete a message: its author, the channel's owner, an admin user or the backend.
+    Deleting it again changes nothing (and writes no second event)."""
+    async with database.transaction() as conn:
+        row, access = await message_access(conn, caller, message_id, moderation=True)
+        if row.user_id != caller.user_id and not access.can_manage:
+            raise Forbidden(
+                "only the message's author, the channel's owner or an admin may delete it"
+            )
+        if not await rows.soft_delete(conn, caller.workspace_id, row.id):
+            return
+        deleted = await rows.get_message(conn, caller.workspace_id, caller.user_id, row.id)
+        assert deleted is not None  # updated in this transaction
+        await append_event(
+            conn,
+            caller.workspace_id,
+            "message.deleted",
+            shared_payload(deleted),
+            channel_id=access.channel_id,
+        )

@@ -1,0 +1,118 @@
+"""One live WebSocket's delivery state: what it has been sent, and its bounded send queue.
+
+Persisted events are sent in seq order, each at most once (only a seq above the last one sent
+goes out). While the connection waits for its first frame, or replays a `resume`, live events
+are held back and released afterwards, so the seam between catch-up and live has neither a gap
+nor a duplicate. A client that does not keep up overflows its queue and is closed with
+`TOO_SLOW`: it reconnects and resumes from its last seq, and nobody else waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+# Close codes (API.md): the client should reconnect and `resume` after TOO_SLOW and GOING_AWAY.
+UNAUTHORIZED = 4001
+RATE_LIMITED = 4008
+TOO_SLOW = 4009
+GOING_AWAY = 1001
+TRY_AGAIN_LATER = 1013
+
+# Pages of (seq, wire JSON) after a seq, oldest first, until caught up.
+Pages = Callable[[int], AsyncIterator[list[tuple[int, str]]]]
+
+# Live events held back during a replay before the connection is told to come back later.
+MAX_HELD = 10_000
+
+
+class LiveConnection:
+    def __init__(
+        self,
+        workspace_id: uuid.UUID,
+        user_id: str,
+        *,
+        queue_size: int,
+        on_overflow: Callable[[LiveConnection], None] | None = None,
+    ) -> None:
+        self.workspace_id = workspace_id
+        self.user_id = user_id
+        self.sent_seq = 0
+        self.queue: asyncio.Queue[tuple[str, float | None]] = asyncio.Queue(maxsize=queue_size)
+        self.closed = asyncio.Event()
+        self.close_code = 1000
+        self.close_reason = ""
+        self._held: list[tuple[int, str, float | None]] = []
+        self._holding = True
+        self._on_overflow = on_overflow
+
+    @property
+    def holding(self) -> bool:
+        return self._holding
+
+    def start_at(self, seq: int) -> None:
+        """Live delivery continues after `seq` (the `latest_seq` of `connection.ready`)."""
+        self.sent_seq = seq
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closed.is_set():
+            self.close_code, self.close_reason = code, reason
+            self.closed.set()
+
+    def send_frame(self, text: str) -> None:
+        """Queue a frame without a seq (ready, pong, typing, presence)."""
+        self._push(text, None)
+
+    def deliver(self, seq: int, text: str, created: float | None = None) -> None:
+        """A live persisted event (its wire JSON), from the workspace's dispatcher."""
+        if self.closed.is_set():
+            return
+        if self._holding:
+            self._held.append((seq, text, created))
+            if len(self._held) > MAX_HELD:
+                self._overflow()
+        elif seq > self.sent_seq:
+            self.sent_seq = seq
+            self._push(text, created)
+
+    def release(self) -> None:
+        """Stop holding live events back: send the held ones not sent yet, in order."""
+        if not self._holding:
+            return
+        self._holding = False
+        held, self._held = self._held, []
+        for seq, text, created in held:
+            self.deliver(seq, text, created)
+
+    async def replay(self, after_seq: int, pages: Pages) -> None:
+        """Send every event after `after_seq` from `pages` (catch-up), then go live.
+
+        If reading fails the connection must be closed by the caller: releasing the held live
+        events then would leave a gap.
+        """
+        self._holding = True
+        self.sent_seq = after_seq
+        async for page in pages(after_seq):
+            for seq, text in page:
+                if seq > self.sent_seq:
+                    self.sent_seq = seq
+                    # Catch-up waits for the client (a full queue is not an overflow here).
+                    await self.queue.put((text, None))
+            if self.closed.is_set():
+                return
+        self.release()
+
+    def _push(self, text: str, created: float | None) -> None:
+        if self.closed.is_set():
+            return
+        try:
+            self.queue.put_nowait((text, created))
+        except asyncio.QueueFull:
+            self._overflow()
+
+    def _overflow(self) -> None:
+        if not self.closed.is_set():
+            self.close(TOO_SLOW, "too slow: reconnect and resume")
+            if self._on_overflow is not None:
+                self._on_overflow(self)

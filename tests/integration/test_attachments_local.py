@@ -1,0 +1,147 @@
+"""Attachments on the local store (`cariosan dev`): the same API shape, URLs signed and served
+by the server itself, and no way out of the storage folder through names or URL paths."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import httpx
+import pytest
+
+from cariosan.blobs.local_store import LocalStore
+from cariosan.domain.workspaces import NewWorkspace
+from tests.integration.test_attachments import Chat, claim, code, open_chat, request_upload, upload
+from tests.support.server import RunningServer
+
+
+@pytest.fixture
+async def chat(server: RunningServer, workspace: NewWorkspace) -> AsyncIterator[Chat]:
+    async for opened in open_chat(server, ""):
+        yield opened
+
+
+def store_of(chat: Chat) -> LocalStore:
+    store = chat.server.services.blobs
+    assert isinstance(store, LocalStore)
+    return store
+
+
+async def test_upload_and_download_through_server_signed_urls(chat: Chat) -> None:
+    body = os.urandom(2 * 1024 * 1024 + 17)  # larger than the 1 MiB limit of API bodies
+    signed = await upload(chat.alice, body, filename="clip.mp4", content_type="video/mp4")
+    assert signed["upload_url"].startswith(chat.server.url + "/v1/blobs/")
+    assert signed["upload_headers"] == {
+        "Content-Type": "video/mp4",
+        "Content-Length": str(len(body)),
+    }
+    store = store_of(chat)
+    stored = store.root / str(chat.workspace.id) / signed["attachment_id"] / "clip.mp4"
+    assert stored.read_bytes() == body
+
+    await claim(chat, [signed["attachment_id"]])
+    found = (await chat.bob.get(f"/v1/attachments/{signed['attachment_id']}")).json()
+    assert found["size"] == len(body) and found["filename"] == "clip.mp4"
+    async with httpx.AsyncClient(timeout=10) as plain:
+        downloaded = await plain.get(found["url"])
+    assert downloaded.status_code == 200
+    assert downloaded.content == body
+    assert downloaded.headers["content-disposition"].startswith("attachment")
+    assert downloaded.headers["x-content-type-options"] == "nosniff"
+    assert (await chat.carol.get(f"/v1/attachments/{signed['attachment_id']}")).status_code == 404
+
+
+async def test_uploads_must_match_what_was_signed(chat: Chat) -> None:
+    asked = (await request_upload(chat.alice, size=5, content_type="text/plain")).json()
+    url = asked["upload_url"]
+    async with httpx.AsyncClient(timeout=10) as plain:
+        wrong_type = await plain.put(url, content=b"hello", headers={"Content-Type": "image/png"})
+        longer = await plain.put(url, content=b"hello!", headers={"Content-Type": "text/plain"})
+        tampered = await plain.put(
+            url.replace("signature=", "signature=0"),
+            content=b"hello",
+            headers={"Content-Type": "text/plain"},
+        )
+        assert (wrong_type.status_code, longer.status_code, tampered.status_code) == (
+            403,
+            403,
+            403,
+        )
+        assert code(wrong_type) == "FORBIDDEN"
+        ok = await plain.put(url, content=b"hello", headers={"Content-Type": "text/plain"})
+        assert ok.status_code == 200, ok.text
+        # The download URL does not upload, and the upload URL does not download.
+        assert (await plain.get(url)).status_code == 403
+
+
+async def test_expired_urls_are_refused(chat: Chat) -> None:
+    signed = await upload(chat.alice, b"soon gone", content_type="text/plain", filename="e.txt")
+    key = f"{chat.workspace.id}/{signed['attachment_id']}/e.txt"
+    store = store_of(chat)
+    get_url = await store.presign_get(key, "e.txt", "text/plain", 1)
+    put_url = await store.presign_put(key, "text/plain", 3, 1)
+    await asyncio.sleep(2.1)
+    async with httpx.AsyncClient(timeout=10) as plain:
+        expired = await plain.get(get_url.url)
+        assert expired.status_code == 403 and "expired" in expired.json()["error"]["message"]
+        refused = await plain.put(put_url.url, content=b"abc", headers=put_url.headers)
+        assert refused.status_code == 403
+
+
+async def test_traversal_in_filenames_stays_under_the_root(chat: Chat) -> None:
+    store = store_of(chat)
+    root = store.root.resolve()
+    for name in ("../../../../tmp/evil.txt", "..\\..\\evil.txt", "/etc/passwd", "....//x.txt"):
+        signed = await upload(chat.alice, b"harmless", filename=name, content_type="text/plain")
+        files = list((root / str(chat.workspace.id) / signed["attachment_id"]).iterdir())
+        assert len(files) == 1, name
+        assert files[0].resolve().is_relative_to(root)
+        assert ".." not in files[0].name and "/" not in files[0].name
+    assert not Path("/tmp/evil.txt").exists()
+
+
+async def test_traversal_in_url_paths_is_refused(chat: Chat, tmp_path: Path) -> None:
+    store = store_of(chat)
+    outside = store.root.resolve().parent / "outside.txt"
+    outside.write_text("secret")
+    expires = int(time.time()) + 60
+    raw_paths = [
+        "../outside.txt",
+        "%2e%2e/outside.txt",
+        "%2E%2E%2Foutside.txt",
+        "..%2Foutside.txt",
+        f"{chat.workspace.id}/../../outside.txt",
+        "%2F" + quote(str(outside), safe=""),
+    ]
+    host = urlsplit(chat.server.url)
+    for raw in raw_paths:
+        # Even with a valid signature for the traversing key, nothing outside the root is read.
+        key = raw.replace("%2e", ".").replace("%2E", ".").replace("%2F", "/")
+        signature = store._sign("GET", key, expires)
+        target = f"/v1/blobs/{raw}?expires={expires}&signature={signature}"
+        reader, writer = await asyncio.open_connection(host.hostname, host.port)
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        status = int(answer.split(b" ", 2)[1])
+        assert status in (403, 404), (raw, answer[:200])
+        assert b"secret" not in answer
+        put = await store.presign_put("x/y/z.txt", "text/plain", 6, 60)
+        bad_put = put.url.replace("/v1/blobs/x/y/z.txt", "/v1/blobs/x/../../outside.txt")
+        async with httpx.AsyncClient(timeout=10) as plain:
+            refused = await plain.put(bad_put, content=b"pwned!", headers=put.headers)
+        assert refused.status_code in (403, 404)
+    assert outside.read_text() == "secret"
+
+
+async def test_blob_routes_need_a_valid_signature(chat: Chat) -> None:
+    missing = await chat.alice.get(f"/v1/blobs/{uuid.uuid4()}/x/y.txt")
+    assert missing.status_code in (400, 422)  # expires and signature are required
+    unsigned = await chat.alice.get(f"/v1/blobs/a/b/c?expires={int(time.time()) + 60}&signature=x")
+    assert unsigned.status_code == 403

@@ -1,0 +1,148 @@
+"""The Python SDK against a real server, used the way a customer's backend and app use it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import jwt
+import pytest
+
+from cariosan.client import (
+    ChatClient,
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    ServerClient,
+    Unauthorized,
+    ValidationFailed,
+)
+from cariosan.config import Limits, Settings
+from cariosan.domain.workspaces import NewWorkspace, create_workspace
+from tests.conftest import JWT_SECRET
+from tests.support.server import RunningServer, start_server
+
+
+@pytest.fixture
+async def backend(server: RunningServer, workspace: NewWorkspace) -> ServerClient:
+    client = ServerClient(server.url, workspace.api_secret)
+    for user_id in ("alice", "bob", "carol"):
+        await client.upsert_user(user_id, name=user_id.title())
+    return client
+
+
+async def _chat(backend: ServerClient, user_id: str) -> ChatClient:
+    return ChatClient(backend.base_url, token=(await backend.create_token(user_id)).token)
+
+
+async def test_a_conversation_end_to_end(backend: ServerClient) -> None:
+    async with backend, await _chat(backend, "alice") as alice, await _chat(backend, "bob") as bob:
+        channel = await alice.create_channel("group", ["bob"], name="Team")
+        assert {m.user_id for m in channel.members or []} == {"alice", "bob"}
+        first = await alice.send(channel.id, "hello @bob", mentions=["bob"])
+        again = await alice.send(channel.id, "hello @bob", id=first.id)
+        assert again.id == first.id and again.created_at == first.created_at
+        reply = await bob.send(channel.id, "hi!", parent_id=first.id)
+        assert (await bob.replies(first.id)).messages[0].id == reply.id
+        reacted = await bob.add_reaction(first.id, "heart")
+        assert reacted.reactions == {"heart": 1} and reacted.own_reactions == ["heart"]
+        edited = await alice.edit_message(first.id, "hello, Bob")
+        assert edited.edited_at is not None
+
+        page = await bob.list_channels()
+        assert [(c.id, c.unread_count) for c in page.channels] == [(channel.id, 1)]
+        assert (await bob.me()).total_unread == 1
+        assert await bob.mark_read(channel.id) == 0
+        history = await bob.list_messages(channel.id)
+        assert [m.text for m in history.messages] == ["hello, Bob"]
+        assert history.messages[0].reply_count == 1
+        found = await bob.search("Bob")
+        assert [m.id for m in found] == [first.id]
+
+        # Events become visible once every older transaction on the server has finished;
+        # poll as a client would rather than assume that has already happened.
+        for _ in range(100):
+            events = await bob.events(after_seq=0)
+            types = [e["type"] for e in events.events]
+            if "message.updated" in types:
+                break
+            await asyncio.sleep(0.1)
+        assert types[:2] == ["channel.created", "message.new"]
+        assert "reaction.new" in types and "message.updated" in types
+        assert events.latest_seq >= events.events[-1]["seq"]
+
+        await alice.delete_message(first.id)
+        gone = (await bob.list_messages(channel.id)).messages[0]
+        assert gone.deleted_at is not None and gone.text == ""
+
+
+async def test_errors_are_typed_with_the_api_code(backend: ServerClient) -> None:
+    async with (
+        backend,
+        await _chat(backend, "alice") as alice,
+        await _chat(backend, "carol") as carol,
+    ):
+        channel = await alice.create_channel("group", ["bob"], id="private")
+        message = await alice.send(channel.id, "secret")
+        with pytest.raises(NotFound) as not_found:
+            await carol.list_messages(channel.id)
+        assert not_found.value.code == "NOT_FOUND" and not_found.value.request_id
+        with pytest.raises(ValidationFailed):
+            await alice.send(channel.id, "x" * 10_001)
+        with pytest.raises(Conflict):
+            await alice.create_channel("group", ["bob"], id="private")
+        bob = await _chat(backend, "bob")
+        async with bob:
+            with pytest.raises(Forbidden):
+                await bob.edit_message(message.id, "not mine")
+        with pytest.raises(NotFound):
+            await backend.get_user("nobody")
+
+
+async def test_token_provider_is_asked_again_on_unauthorized(
+    server: RunningServer, backend: ServerClient, workspace: NewWorkspace
+) -> None:
+    now = int(time.time())
+    expired = jwt.encode(
+        {"sub": "alice", "ws": str(workspace.id), "iat": now - 120, "exp": now - 60},
+        JWT_SECRET,
+        algorithm="HS256",
+    )
+    calls = 0
+
+    async def provider() -> str:
+        nonlocal calls
+        calls += 1
+        return (await backend.create_token("alice")).token
+
+    async with backend, ChatClient(server.url, token=expired, token_provider=provider) as alice:
+        assert (await alice.me()).user.id == "alice"
+        assert calls == 1
+    async with ChatClient(server.url, token=expired) as stale:
+        with pytest.raises(Unauthorized):
+            await stale.me()
+
+
+async def test_backend_acts_as_a_user(backend: ServerClient) -> None:
+    async with backend:
+        async with backend.as_user("alice") as alice:
+            channel = await alice.create_channel("dm", ["bob"])
+            sent = await alice.send(channel.id, "from the backend")
+        assert sent.user_id == "alice"
+        async with await _chat(backend, "bob") as bob:
+            same = await bob.create_channel("dm", ["alice"])
+            assert same.id == channel.id, "one dm per pair"
+
+
+async def test_rate_limited_is_raised_with_retry_after(settings: Settings) -> None:
+    tight = settings.with_overrides(limits=Limits(user_messages_per_second=3))
+    async with start_server(tight) as running:
+        ws = await create_workspace(running.services.db, "limited")
+        async with ServerClient(running.url, ws.api_secret) as backend:
+            await backend.upsert_user("alice")
+            async with await _chat(backend, "alice") as alice:
+                channel = await alice.create_channel("group", [])
+                with pytest.raises(RateLimited) as limited:
+                    await asyncio.gather(*(alice.send(channel.id, f"m{n}") for n in range(10)))
+    assert limited.value.retry_after is not None and limited.value.retry_after >= 1

@@ -1,0 +1,158 @@
+"""Upgrades lose nothing: starting from an empty database, every schema version is reached in
+turn, with rows written at each version (into every table that exists then), and each migration
+must leave every earlier row exactly as it was."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from cariosan.db import schema
+
+Seed = Callable[[asyncpg.Connection, uuid.UUID, int], Awaitable[None]]
+
+
+async def _seed_workspaces(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> None:
+    await conn.execute("INSERT INTO workspaces (id, name) VALUES ($1, $2)", ws, f"ws {step}")
+    await conn.execute(
+        "INSERT INTO api_secrets (workspace_id, secret_hash) VALUES ($1, $2)",
+        ws,
+        uuid.uuid4().bytes,
+    )
+    await conn.execute(
+        "INSERT INTO deployment_facts (key, value) VALUES ($1, $2)", f"fact-{step}", str(step)
+    )
+
+
+async def _seed_chat(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> None:
+    message = uuid.uuid5(ws, "message")
+    await conn.execute(
+        "INSERT INTO users (workspace_id, id, name, data) VALUES ($1, 'alice', 'Alice', $2)",
+        ws,
+        json.dumps({"step": step}),
+    )
+    await conn.execute(
+        "INSERT INTO channels (workspace_id, id, type, name) VALUES ($1, 'room', 'group', 'R')",
+        ws,
+    )
+    await conn.execute(
+        "INSERT INTO messages (workspace_id, id, channel_id, user_id, text) "
+        "VALUES ($1, $2, 'room', 'alice', $3)",
+        ws,
+        message,
+        f"written at step {step}",
+    )
+    await conn.execute(
+        "INSERT INTO channel_members (workspace_id, channel_id, user_id, last_read_message_id) "
+        "VALUES ($1, 'room', 'alice', $2)",
+        ws,
+        message,
+    )
+    await conn.execute(
+        "INSERT INTO reactions (workspace_id, message_id, type, user_id) "
+        "VALUES ($1, $2, 'like', 'alice')",
+        ws,
+        message,
+    )
+    await conn.execute(
+        "INSERT INTO events (workspace_id, seq, type, channel_id, payload) "
+        "VALUES ($1, 1, 'message.new', 'room', $2)",
+        ws,
+        json.dumps({"id": str(message)}),
+    )
+
+
+async def _seed_webhooks(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> None:
+    endpoint = uuid.uuid5(ws, "endpoint")
+    await conn.execute(
+        "INSERT INTO webhook_endpoints (workspace_id, id, url, events, secret) "
+        "VALUES ($1, $2, 'https://example.com/hook', '{*}', 'whsec_c2VjcmV0')",
+        ws,
+        endpoint,
+    )
+    await conn.execute(
+        "INSERT INTO webhook_deliveries (workspace_id, id, endpoint_id, event_type, seq, body) "
+        "VALUES ($1, $2, $3, 'message.new', 1, '{}')",
+        ws,
+        uuid.uuid5(ws, "delivery"),
+        endpoint,
+    )
+
+
+async def _seed_attachments(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> None:
+    attachment = uuid.uuid5(ws, "attachment")
+    await conn.execute(
+        "INSERT INTO attachments (workspace_id, id, channel_id, user_id, filename, "
+        "content_type, size, object_key) VALUES ($1, $2, 'room', 'alice', 'a.png', "
+        "'image/png', 10, $3)",
+        ws,
+        attachment,
+        f"{ws}/{attachment}/a.png",
+    )
+
+
+# Rows valid at each schema version, written at that version and at every later one. A new
+# migration adds its entry here, so that its tables carry data through later upgrades too.
+# Each entry: (the seed, a table it writes one row to per step, counted at the end).
+SEEDS: dict[int, tuple[Seed, str]] = {
+    1: (_seed_workspaces, "workspaces"),
+    2: (_seed_chat, "messages"),
+    3: (_seed_webhooks, "webhook_deliveries"),
+    4: (_seed_attachments, "attachments"),
+}
+
+
+async def _columns(conn: asyncpg.Connection) -> dict[str, list[str]]:
+    rows = await conn.fetch(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND table_name <> 'schema_migrations' "
+        "ORDER BY table_name, ordinal_position"
+    )
+    columns: dict[str, list[str]] = {}
+    for r in rows:
+        columns.setdefault(r["table_name"], []).append(r["column_name"])
+    return columns
+
+
+async def _rows(conn: asyncpg.Connection, columns: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Each table's rows as sorted JSON, over the given columns only (later migrations may add
+    columns: those are not part of what earlier rows held)."""
+    found = {}
+    for table, names in columns.items():
+        picked = ", ".join(f'"{n}"' for n in names)
+        query = f'SELECT to_jsonb(x)::text FROM (SELECT {picked} FROM "{table}") x ORDER BY 1'
+        found[table] = [r[0] for r in await conn.fetch(query)]
+    return found
+
+
+async def test_every_version_in_turn_keeps_every_row(empty_database_url: str) -> None:
+    migrations = schema.load_migrations()
+    unseeded = [m.filename for m in migrations if m.version not in SEEDS]
+    assert not unseeded, f"add rows for {unseeded} to SEEDS in {__file__}"
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        for step, migration in enumerate(migrations, start=1):
+            columns = await _columns(conn)
+            before = await _rows(conn, columns)
+            report = await schema.migrate(conn, migrations[:step])
+            assert [m.version for m in report.applied_now] == [migration.version]
+            after = await _rows(conn, columns)
+            for table in before:
+                assert after[table] == before[table], (
+                    f"{migration.filename} changed or lost rows of {table}"
+                )
+            workspace = uuid.uuid5(uuid.NAMESPACE_URL, f"cariosan-upgrade-step-{step}")
+            async with conn.transaction():
+                for version, (seed, _) in SEEDS.items():
+                    if version <= migration.version:
+                        await seed(conn, workspace, step)
+        # Every step's rows are all there at the end, in every table.
+        final = await _rows(conn, await _columns(conn))
+        for version, (_, table) in SEEDS.items():
+            first_step = next(i for i, m in enumerate(migrations, 1) if m.version >= version)
+            assert len(final[table]) == len(migrations) - first_step + 1, table
+    finally:
+        await conn.close()
