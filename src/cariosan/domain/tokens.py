@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
@@ -30,8 +31,30 @@ def mint(secret: str, workspace_id: uuid.UUID, user_id: str, ttl_seconds: int) -
     return jwt.encode(claims, secret, algorithm=ALGORITHM), expires
 
 
+# Verified tokens, so that a client's every request does not pay for HMAC and JSON decoding
+# again. Keyed by the token and the secrets that verified it; expiry is checked on every use.
+_VERIFIED: OrderedDict[tuple[str, tuple[str, ...]], TokenClaims] = OrderedDict()
+_VERIFIED_MAX = 10_000
+
+
 def verify(token: str, secrets: list[str]) -> TokenClaims:
     """Claims of a valid token, or UNAUTHORIZED. Only HS256 is accepted (never `none`)."""
+    key = (token, tuple(secrets))
+    cached = _VERIFIED.get(key)
+    if cached is not None:
+        if cached.expires_at <= time.time():
+            del _VERIFIED[key]
+            raise Unauthorized("the token has expired")
+        _VERIFIED.move_to_end(key)
+        return cached
+    claims = _verify(token, secrets)
+    _VERIFIED[key] = claims
+    if len(_VERIFIED) > _VERIFIED_MAX:
+        _VERIFIED.popitem(last=False)
+    return claims
+
+
+def _verify(token: str, secrets: list[str]) -> TokenClaims:
     for secret in secrets:
         try:
             claims = jwt.decode(
