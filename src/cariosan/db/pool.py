@@ -112,17 +112,6 @@ def note_event(workspace_id: uuid.UUID) -> None:
         touched.add(workspace_id)
 
 
-async def _reset_after_use(conn: asyncpg.Connection) -> None:
-    """What a connection needs before it goes back to the pool.
-
-    asyncpg's default reset (advisory unlock all, CLOSE ALL, UNLISTEN, RESET ALL) costs a round
-    trip on every release, twice per request. Our code leaves no session state behind: no SET,
-    no LISTEN, and its one session lock (attachment cleanup) is released in a `finally`. An
-    unfinished transaction is still rolled back."""
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
-
-
 class Database:
     """The connection pool. Every use goes through `connection()` or `transaction()` so that a
     vanished server surfaces as `Unavailable` (503), never as a 500.
@@ -159,7 +148,6 @@ class Database:
                 command_timeout=60,
                 # How `cariosan restore` recognises a live server (pg_stat_activity).
                 server_settings={"application_name": SERVER_APPLICATION_NAME},
-                reset=_reset_after_use,
             )
         except _UNAVAILABLE as exc:
             raise Unavailable(f"PostgreSQL is unavailable: {_reason(exc)}") from exc
