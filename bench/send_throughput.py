@@ -12,19 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
 import asyncpg
 import httpx
-from tests.services.provision import provide_postgres
-from tests.support.process import run_cli, serve
 
-from bench.ws_latency import JWT_SECRET, _admin, _database_dsn, _setup_users
+from bench.harness import Deployment, deployment, make_users
 
 
 async def _create_channels(url: str, token: str, count: int) -> list[str]:
@@ -42,9 +36,10 @@ async def _create_channels(url: str, token: str, count: int) -> list[str]:
     return ids
 
 
-async def _run(args: argparse.Namespace, url: str, secret: str, workspace: uuid.UUID) -> int:
+async def _run(args: argparse.Namespace, where: Deployment) -> int:
     senders = [f"s{i:03d}" for i in range(args.concurrency)]
-    tokens = await _setup_users(url, secret, workspace, senders)
+    url, secret = where.url, where.api_secret
+    tokens = await make_users(where, senders)
     # Every sender is in every channel: the first one creates them all and adds the others.
     channels = await _create_channels(url, tokens[senders[0]], args.channels)
     async with httpx.AsyncClient(
@@ -102,48 +97,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="`cariosan serve --workers`")
     args = parser.parse_args(argv)
 
-    postgres = provide_postgres()
-    name = f"cariosan_bench_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(postgres.dsn, f'CREATE DATABASE "{name}"'))
-    dsn = _database_dsn(postgres.dsn, name)
-    try:
-        env = {
-            "CARIOS_DATABASE_URL": dsn,
-            "CARIOS_JWT_SECRET": JWT_SECRET,
-            "CARIOS_LOG_LEVEL": "warning",
-            "CARIOS_RATE_USER_MESSAGES_PER_SECOND": "100000",
-            "CARIOS_RATE_USER_REQUESTS_PER_MINUTE": "100000000",
-            "CARIOS_RATE_WORKSPACE_REQUESTS_PER_MINUTE": "100000000",
-        }
-        with tempfile.TemporaryDirectory(prefix="cariosan-bench-") as folder:
-            server_args = ["--workers", str(args.workers)] if args.workers > 1 else []
-            with serve(env, Path(folder), args=server_args) as server:
-                made = run_cli(["workspace", "create", "bench", "--json"], env)
-                if made.returncode != 0:
-                    print(made.stderr, file=sys.stderr)
-                    return 1
-                workspace = json.loads(made.stdout)
-                print(
-                    f"server: {server.url} (workers {args.workers}); concurrency "
-                    f"{args.concurrency}, {args.channels} channel(s), {args.seconds:g} s"
-                )
-                acknowledged = asyncio.run(
-                    _run(args, server.url, workspace["api_secret"], uuid.UUID(workspace["id"]))
-                )
+    with deployment(workers=args.workers) as where:
+        print(
+            f"server: {where.url} (workers {args.workers}); concurrency "
+            f"{args.concurrency}, {args.channels} channel(s), {args.seconds:g} s"
+        )
+        acknowledged = asyncio.run(_run(args, where))
 
         async def stored() -> int:
-            conn = await asyncpg.connect(dsn)
+            conn = await asyncpg.connect(where.database_url)
             try:
                 return int(await conn.fetchval("SELECT count(*) FROM messages"))
             finally:
                 await conn.close()
 
         count = asyncio.run(stored())
-        print(f"stored: {count} messages (acknowledged {acknowledged})")
-        return 0 if count == acknowledged else 1
-    finally:
-        asyncio.run(_admin(postgres.dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        postgres.close()
+    print(f"stored: {count} messages (acknowledged {acknowledged})")
+    return 0 if count == acknowledged else 1
 
 
 if __name__ == "__main__":

@@ -12,41 +12,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
-import secrets
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import websockets
-from tests.services.provision import provide_postgres, provide_redis
-from tests.support.process import run_cli, serve
 
-from cariosan.domain import tokens
+from bench.harness import Deployment, deployment, make_users
 
-JWT_SECRET = "bench-jwt-secret-" + secrets.token_hex(16)
 _STAMP = re.compile(r'"text":"b (\d+) ([0-9.]+)"')
-
-
-def _database_dsn(server_dsn: str, name: str) -> str:
-    base, _, rest = server_dsn.rpartition("/")
-    query = rest.partition("?")[2]
-    return f"{base}/{name}" + (f"?{query}" if query else "")
-
-
-async def _admin(dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 class Results:
@@ -59,25 +36,12 @@ class Results:
         self.last_receipt = 0.0
 
 
-async def _setup_users(
-    url: str, secret: str, workspace_id: uuid.UUID, names: list[str]
-) -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {secret}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
-        for start in range(0, len(names), 50):
-            batch = names[start : start + 50]
-            replies = await asyncio.gather(
-                *(http.put(f"/v1/users/{n}", json={"name": n}) for n in batch)
-            )
-            assert all(r.status_code == 200 for r in replies), replies[0].text
-    return {n: tokens.mint(JWT_SECRET, workspace_id, n, 3600)[0] for n in names}
-
-
-async def _run(args: argparse.Namespace, url: str, secret: str, workspace_id: uuid.UUID) -> Results:
+async def _run(args: argparse.Namespace, where: Deployment) -> Results:
     receivers = [f"r{i:05d}" for i in range(args.connections)]
     senders = [f"s{i:03d}" for i in range(args.senders)]
     started = time.monotonic()
-    user_tokens = await _setup_users(url, secret, workspace_id, receivers + senders)
+    url = where.url
+    user_tokens = await make_users(where, receivers + senders)
     owner = senders[0]
     headers = {"Authorization": f"Bearer {user_tokens[owner]}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
@@ -183,48 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", action="store_true", help="use Redis (found as tests do)")
     args = parser.parse_args(argv)
 
-    postgres = provide_postgres()
-    redis = provide_redis() if args.redis else None
-    name = f"cariosan_bench_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(postgres.dsn, f'CREATE DATABASE "{name}"'))
-    try:
-        env = {
-            "CARIOS_DATABASE_URL": _database_dsn(postgres.dsn, name),
-            "CARIOS_JWT_SECRET": JWT_SECRET,
-            "CARIOS_LOG_LEVEL": "warning",
-            "CARIOS_RATE_USER_MESSAGES_PER_SECOND": "100000",
-            "CARIOS_RATE_USER_REQUESTS_PER_MINUTE": "100000000",
-            "CARIOS_RATE_WORKSPACE_REQUESTS_PER_MINUTE": "100000000",
-        }
-        if redis is not None:
-            env["CARIOS_REDIS_URL"] = redis.url
-            env["CARIOS_REDIS_PREFIX"] = f"bench:{uuid.uuid4().hex[:8]}:"
-        with tempfile.TemporaryDirectory(prefix="cariosan-bench-") as folder:
-            server_args = ["--workers", str(args.workers)] if args.workers > 1 else []
-            with serve(env, Path(folder), args=server_args) as server:
-                made = run_cli(["workspace", "create", "bench", "--json"], env)
-                if made.returncode != 0:
-                    print(made.stderr, file=sys.stderr)
-                    return 1
-                workspace = json.loads(made.stdout)
-                print(
-                    f"server: {server.url} (workers {args.workers}, "
-                    f"{'redis' if redis else 'no redis'}); N={args.connections} "
-                    f"M={args.senders} rate={args.rate}/s for {args.seconds:g} s"
-                )
-                results = asyncio.run(
-                    asyncio.wait_for(
-                        _run(args, server.url, workspace["api_secret"], uuid.UUID(workspace["id"])),
-                        timeout=args.seconds + args.drain_seconds + 300,
-                    )
-                )
-        _report(args, results)
-        return 0
-    finally:
-        asyncio.run(_admin(postgres.dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        if redis is not None:
-            redis.close()
-        postgres.close()
+    with deployment(workers=args.workers, redis=args.redis) as where:
+        print(
+            f"server: {where.url} (workers {args.workers}, "
+            f"{'redis' if where.redis else 'no redis'}); N={args.connections} "
+            f"M={args.senders} rate={args.rate}/s for {args.seconds:g} s"
+        )
+        results = asyncio.run(
+            asyncio.wait_for(_run(args, where), timeout=args.seconds + args.drain_seconds + 300)
+        )
+    _report(args, results)
+    return 0
 
 
 if __name__ == "__main__":

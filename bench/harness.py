@@ -1,0 +1,100 @@
+"""What every bench needs: a `cariosan serve` on loopback against a database of its own, a
+workspace in it, and users with tokens. Everything is removed again at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+from tests.services.provision import provide_postgres, provide_redis
+from tests.support.process import run_cli, serve
+
+from cariosan.domain import tokens
+
+JWT_SECRET = "bench-jwt-secret-" + secrets.token_hex(16)
+# Benches measure the server, not its limits.
+UNLIMITED = {
+    "CARIOS_RATE_USER_MESSAGES_PER_SECOND": "100000",
+    "CARIOS_RATE_USER_REQUESTS_PER_MINUTE": "100000000",
+    "CARIOS_RATE_WORKSPACE_REQUESTS_PER_MINUTE": "100000000",
+}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    url: str
+    database_url: str
+    api_secret: str
+    workspace_id: uuid.UUID
+    redis: bool
+
+
+def database_dsn(server_dsn: str, name: str) -> str:
+    base, _, rest = server_dsn.rpartition("/")
+    query = rest.partition("?")[2]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+async def admin(dsn: str, statement: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def deployment(*, workers: int = 1, redis: bool = False) -> Iterator[Deployment]:
+    """A server (with `--workers`), a fresh database and a workspace; gone afterwards."""
+    postgres = provide_postgres()
+    redis_service = provide_redis() if redis else None
+    name = f"cariosan_bench_{uuid.uuid4().hex[:10]}"
+    asyncio.run(admin(postgres.dsn, f'CREATE DATABASE "{name}"'))
+    dsn = database_dsn(postgres.dsn, name)
+    try:
+        env = {
+            "CARIOS_DATABASE_URL": dsn,
+            "CARIOS_JWT_SECRET": JWT_SECRET,
+            "CARIOS_LOG_LEVEL": "warning",
+            **UNLIMITED,
+        }
+        if redis_service is not None:
+            env["CARIOS_REDIS_URL"] = redis_service.url
+            env["CARIOS_REDIS_PREFIX"] = f"bench:{uuid.uuid4().hex[:8]}:"
+        with tempfile.TemporaryDirectory(prefix="cariosan-bench-") as folder:
+            args = ["--workers", str(workers)] if workers > 1 else []
+            with serve(env, Path(folder), args=args) as server:
+                made = run_cli(["workspace", "create", "bench", "--json"], env)
+                if made.returncode != 0:
+                    raise RuntimeError(made.stderr.strip())
+                workspace = json.loads(made.stdout)
+                yield Deployment(
+                    server.url, dsn, workspace["api_secret"], uuid.UUID(workspace["id"]), redis
+                )
+    finally:
+        asyncio.run(admin(postgres.dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if redis_service is not None:
+            redis_service.close()
+        postgres.close()
+
+
+async def make_users(where: Deployment, names: list[str]) -> dict[str, str]:
+    """Upsert the users; their tokens (minted locally with the bench's JWT secret)."""
+    headers = {"Authorization": f"Bearer {where.api_secret}"}
+    async with httpx.AsyncClient(base_url=where.url, headers=headers, timeout=60) as http:
+        for start in range(0, len(names), 50):
+            batch = names[start : start + 50]
+            replies = await asyncio.gather(
+                *(http.put(f"/v1/users/{n}", json={"name": n}) for n in batch)
+            )
+            assert all(r.status_code == 200 for r in replies), replies[0].text
+    return {n: tokens.mint(JWT_SECRET, where.workspace_id, n, 3600)[0] for n in names}
