@@ -466,8 +466,9 @@ async def test_concurrent_claims_never_share_a_row_and_a_lost_lease_is_retried(
             return mine
 
         claimed_so_far: list[list[rows.Claim]] = []
+        # How the rows spread over the claimers is up to the scheduler (one may win them all on
+        # a busy machine); what must hold is that none is claimed twice.
         batches = await asyncio.gather(*(claim() for _ in range(4)))
-        assert sum(1 for b in batches if b) >= 2, "the claimers shared the work"
         claimed = [c.id for batch in batches for c in batch]
         assert len(claimed) == len(set(claimed)) == 40, "every row claimed exactly once"
         async with pool.acquire() as conn:
