@@ -34,8 +34,17 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-def make_client(endpoint: str, access_key: str, secret_key: str, region: str) -> Any:
-    """A boto3 S3 client as Cariosan uses it: path-style addressing, SigV4, short timeouts."""
+def make_client(
+    endpoint: str,
+    access_key: str,
+    secret_key: str,
+    region: str,
+    *,
+    read_timeout: float = 10,
+    attempts: int = 2,
+) -> Any:
+    """A boto3 S3 client as Cariosan uses it: path-style addressing, SigV4, short timeouts
+    (bulk copies such as backups ask for a longer read timeout and more attempts)."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -46,8 +55,8 @@ def make_client(endpoint: str, access_key: str, secret_key: str, region: str) ->
             signature_version="s3v4",
             s3={"addressing_style": "path"},
             connect_timeout=3,
-            read_timeout=10,
-            retries={"max_attempts": 2},
+            read_timeout=read_timeout,
+            retries={"max_attempts": attempts, "mode": "standard"},
         ),
     )
 

@@ -123,22 +123,15 @@ class BucketFiles:
 def open_files(settings: Settings) -> FileStore:
     """The configured attachment store: S3 when `CARIOS_S3_ENDPOINT` is set, else the folder."""
     if settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key:
-        import boto3
-        from botocore.config import Config
+        from cariosan.blobs.s3_store import make_client
 
-        client = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint,
-            aws_access_key_id=settings.s3_access_key,
-            aws_secret_access_key=settings.s3_secret_key,
-            region_name=settings.s3_region,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"},
-                connect_timeout=5,
-                read_timeout=60,
-                retries={"max_attempts": 3, "mode": "standard"},
-            ),
+        client = make_client(
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+            settings.s3_region,
+            read_timeout=60,
+            attempts=3,
         )
         return BucketFiles(client, settings.s3_bucket, settings.s3_endpoint)
     return FolderFiles(settings.storage_dir)
