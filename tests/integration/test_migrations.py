@@ -74,3 +74,82 @@ async def test_failed_migration_leaves_nothing_half_applied(empty_database_url: 
         )
     finally:
         await conn.close()
+
+
+NO_TX = schema.NO_TRANSACTION_MARKER
+
+
+async def test_a_concurrent_index_migration_does_not_block_writes(database_url: str) -> None:
+    """`CREATE INDEX CONCURRENTLY` in a no-transaction file: while it waits for an older
+    transaction, inserts into the table still go through; then it finishes and is recorded."""
+    build = Migration(
+        9003,
+        "events_by_type",
+        f"{NO_TX}\nCREATE INDEX CONCURRENTLY IF NOT EXISTS events_type_idx ON events (type);\n",
+    )
+    old_reader = await asyncpg.connect(database_url)
+    writer = await asyncpg.connect(database_url)
+    try:
+        await old_reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        await old_reader.fetchval("SELECT count(*) FROM events")
+        migrating = asyncio.create_task(_migrate(database_url, [*schema.load_migrations(), build]))
+        # The build is under way (and waiting for the old reader) once it holds its lock.
+        while not await writer.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%'"
+            " AND datname = current_database()"
+        ):
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(
+            writer.execute(
+                "INSERT INTO events (workspace_id, seq, type, payload) "
+                "VALUES (gen_random_uuid(), -1, 'test.during', '{}')"
+            ),
+            timeout=30,
+        )
+        assert not migrating.done(), "the index was built before the writer could write"
+        await old_reader.execute("COMMIT")
+        report = await asyncio.wait_for(migrating, timeout=60)
+    finally:
+        await old_reader.close()
+        await writer.close()
+    assert [m.version for m in report.applied_now] == [9003]
+    assert (9003, build.checksum) in await _applied(database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = 'events_type_idx'"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_an_interrupted_concurrent_build_is_repaired_on_the_next_run(
+    database_url: str,
+) -> None:
+    unique = Migration(
+        9004,
+        "unique_names",
+        f"{NO_TX}\nCREATE TABLE IF NOT EXISTS names (n text);\n"
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS names_n_idx ON names (n);\n",
+    )
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("CREATE TABLE names (n text); INSERT INTO names VALUES ('a'), ('a')")
+        with pytest.raises(MigrationError, match="9004_unique_names.sql failed"):
+            await _migrate(database_url, [*schema.load_migrations(), unique])
+        # The failed build left an invalid index behind and nothing recorded.
+        assert await conn.fetchval(
+            "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = 'names_n_idx'"
+        )
+        assert 9004 not in [v for v, _ in await _applied(database_url)]
+        await conn.execute("DELETE FROM names WHERE ctid = (SELECT max(ctid) FROM names)")
+        report = await _migrate(database_url, [*schema.load_migrations(), unique])
+        assert [m.version for m in report.applied_now] == [9004]
+        assert await conn.fetchval(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = 'names_n_idx'"
+        )
+    finally:
+        await conn.close()

@@ -7,6 +7,7 @@ after it was applied is an error, because the database no longer matches what th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -19,6 +20,15 @@ import asyncpg
 MIGRATION_LOCK_KEY = 0x43415249_4F53414E  # "CARIOSAN"
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+# A migration whose first line is this runs outside a transaction, one statement at a time:
+# `CREATE INDEX CONCURRENTLY` (which builds an index on a big, live table without blocking its
+# writes) cannot run inside one. Every statement of such a file must be safe to run again
+# (`IF NOT EXISTS`): a failure part-way leaves the earlier ones done, and the next boot repeats
+# the file, which is recorded (with its checksum) only once all of it has run.
+NO_TRANSACTION_MARKER = "-- cariosan: no-transaction"
+# How often a server that waits for another one's migrations asks for the lock again.
+LOCK_POLL_SECONDS = 0.5
 
 
 class MigrationError(Exception):
@@ -38,6 +48,15 @@ class Migration:
     @property
     def filename(self) -> str:
         return f"{self.version:04d}_{self.name}.sql"
+
+    @property
+    def in_transaction(self) -> bool:
+        return not self.sql.lstrip().startswith(NO_TRANSACTION_MARKER)
+
+    def statements(self) -> list[str]:
+        """The file's statements (split on `;` at line ends, comments dropped)."""
+        text = _strip_comments(self.sql)
+        return [part.strip() for part in re.split(r";\s*(?:\n|$)", text) if part.strip()]
 
 
 @dataclass(frozen=True)
@@ -129,28 +148,29 @@ async def pending_migrations(
 async def migrate(
     conn: asyncpg.Connection, known: list[Migration] | None = None
 ) -> MigrationReport:
-    """Apply every pending migration, each in its own transaction, holding the advisory lock.
+    """Apply every pending migration, each in its own transaction (or statement by statement,
+    for a no-transaction file), holding the advisory lock.
 
     Servers started together all call this; the first takes the lock and migrates, the others
     wait for it and then find nothing left to do.
     """
     known = load_migrations() if known is None else known
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    await _lock(conn)
     try:
         await conn.execute(_CREATE_TABLE)
         pending, ahead = compare(known, await applied_migrations(conn))
         report = MigrationReport(ahead=ahead)
         for migration in pending:
             try:
-                async with conn.transaction():
-                    await conn.execute(migration.sql)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum) "
-                        "VALUES ($1, $2, $3)",
-                        migration.version,
-                        migration.name,
-                        migration.checksum,
-                    )
+                if migration.in_transaction:
+                    async with conn.transaction():
+                        await conn.execute(migration.sql)
+                        await _record(conn, migration)
+                else:
+                    for statement in migration.statements():
+                        await _repair_invalid_index(conn, statement)
+                        await conn.execute(statement)
+                    await _record(conn, migration)
             except asyncpg.exceptions.PostgresError as exc:
                 raise MigrationError(
                     f"migration {migration.filename} failed: {exc.__class__.__name__}: {exc}"
@@ -160,6 +180,48 @@ async def migrate(
         return report
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+
+
+async def _lock(conn: asyncpg.Connection) -> None:
+    """Take the migration lock, polling rather than blocking in `pg_advisory_lock`: a server
+    waiting inside a statement holds a snapshot, and `CREATE INDEX CONCURRENTLY` run by the
+    lock holder waits for every such snapshot to end (a deadlock)."""
+    while True:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY):
+            return
+        await asyncio.sleep(LOCK_POLL_SECONDS)
+
+
+async def _record(conn: asyncpg.Connection, migration: Migration) -> None:
+    await conn.execute(
+        "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+        migration.version,
+        migration.name,
+        migration.checksum,
+    )
+
+
+_CONCURRENT_INDEX = re.compile(
+    r"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.I
+)
+
+
+async def _repair_invalid_index(conn: asyncpg.Connection, statement: str) -> None:
+    """An interrupted `CREATE INDEX CONCURRENTLY` leaves an invalid index of that name, which
+    `IF NOT EXISTS` would then keep for good: drop it so that the build runs again."""
+    match = _CONCURRENT_INDEX.match(statement)
+    if match is None:
+        return
+    invalid = await conn.fetchval(
+        """
+        SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        WHERE c.relname = $1 AND c.relnamespace = current_schema()::regnamespace
+          AND NOT i.indisvalid
+        """,
+        match.group(1),
+    )
+    if invalid is not None:
+        await conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{invalid}"')
 
 
 async def schema_version(conn: asyncpg.Connection) -> int:
