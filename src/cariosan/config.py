@@ -43,6 +43,9 @@ class Limits:
     user_messages_per_second: int = 20
     user_requests_per_minute: int = 600
     workspace_requests_per_minute: int = 60_000
+    # A page of events (`GET /v1/events`, a WebSocket `resume`) ends early, with `has_more`,
+    # rather than grow past this many bytes of JSON.
+    events_page_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ class Settings:
     webhook_timeout_seconds: float = 15.0
     # How long a claimed delivery stays with its worker before another may retry it.
     webhook_lease_seconds: float = 60.0
+    # The retention job removes events older than this (clients further behind resync) and
+    # finished webhook deliveries older than that; it runs every `retention_interval_seconds`.
+    event_retention_seconds: float = 30 * 86400.0
+    webhook_delivery_retention_seconds: float = 14 * 86400.0
+    retention_interval_seconds: float = 300.0
     # Standard OTEL_* variables, kept as given so the exporter reads them the standard way.
     otel: Mapping[str, str] = field(default_factory=dict)
 
@@ -169,6 +177,32 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds_of(text: str) -> float:
+    """`90s`, `30m`, `24h`, `7d` or plain seconds; ValueError for anything else."""
+    value = text.strip().lower()
+    unit = _DURATION_UNITS.get(value[-1:]) if value else None
+    seconds = float(value[:-1] if unit else value) * (unit or 1)
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError(f"not a duration: {text!r}")
+    return seconds
+
+
+def _duration(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        seconds = seconds_of(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a duration (use e.g. 30d, 12h, 90m)") from None
+    if seconds <= 0:
+        raise ConfigError(f"{name}={raw!r} must be longer than 0")
+    return seconds
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = (env.get(name) or "").strip().lower()
     if not raw:
@@ -253,6 +287,9 @@ def load_settings(
         workspace_requests_per_minute=_int(
             env, "CARIOS_RATE_WORKSPACE_REQUESTS_PER_MINUTE", defaults.workspace_requests_per_minute
         ),
+        events_page_bytes=_int(
+            env, "CARIOS_EVENTS_PAGE_BYTES", defaults.events_page_bytes, minimum=4096
+        ),
     )
 
     return Settings(
@@ -276,5 +313,11 @@ def load_settings(
         limits=limits,
         webhook_allow_private=_bool(env, "CARIOS_WEBHOOK_ALLOW_PRIVATE", False),
         webhook_schedule=_schedule(env, "CARIOS_WEBHOOK_SCHEDULE"),
+        event_retention_seconds=_duration(
+            env, "CARIOS_EVENT_RETENTION", Settings.event_retention_seconds
+        ),
+        webhook_delivery_retention_seconds=_duration(
+            env, "CARIOS_WEBHOOK_DELIVERY_RETENTION", Settings.webhook_delivery_retention_seconds
+        ),
         otel={k: v for k, v in env.items() if k.startswith("OTEL_")},
     )

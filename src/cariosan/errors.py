@@ -49,6 +49,17 @@ class RateLimited(CariosanError):
         self.limit = limit
 
 
+class EventsExpired(CariosanError):
+    """The caller's position is older than the kept event log: refetch state, go on from
+    `latest_seq`."""
+
+    code = "EVENTS_EXPIRED"
+
+    def __init__(self, message: str, latest_seq: int) -> None:
+        super().__init__(message)
+        self.latest_seq = latest_seq
+
+
 class Unavailable(CariosanError):
     """A backing store (PostgreSQL, Redis, S3) cannot be reached right now."""
 

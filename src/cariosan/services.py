@@ -21,6 +21,8 @@ from cariosan.db.bootstrap import prepare_database
 from cariosan.db.pool import Database, DatabaseUnreachable
 from cariosan.domain.attachments import CleanupJob
 from cariosan.ephemeral import EphemeralStore, open_ephemeral
+from cariosan.jobs.retention import RetentionJob
+from cariosan.jobs.sequencer import Sequencer
 from cariosan.obs.logging import get_logger
 from cariosan.obs.metrics import Metrics
 from cariosan.realtime.bus import Bus, LocalBus, RedisBus
@@ -62,6 +64,8 @@ class Services:
             redis_bus = RedisBus(settings.redis_url, settings.redis_prefix)
         self.bus: Bus = redis_bus or LocalBus()
         self.hub = Hub(lambda: self.db, self.bus, self.metrics)
+        # Gives committed events their seq and wakes live delivery (started at boot).
+        self.sequencer = Sequencer(lambda: self.db, self.bus, self.metrics)
         redis_client = redis_bus.client if redis_bus is not None else None
         self.typing = TypingRelay(self.bus, redis_client, settings.redis_prefix)
         node_id = redis_bus.node_id if redis_bus is not None else "local"
@@ -73,6 +77,8 @@ class Services:
         self.webhooks: WebhookWorker | None = None
         # Removes attachments never referenced by a message; started once boot has migrated.
         self.attachment_cleanup: CleanupJob | None = None
+        # Trims the event log and finished webhook deliveries; started once boot has migrated.
+        self.retention: RetentionJob | None = None
 
     @property
     def jwt_secrets(self) -> list[str]:
@@ -102,8 +108,9 @@ class Services:
             self.boot_error = str(exc)
             raise BootFailed(str(exc)) from None
         self.database = prepared.database
-        self.database.on_commit = self.hub.on_commit
+        self.database.on_commit = self.sequencer.on_commit
         self.hub.start()
+        self.sequencer.start()
         self.presence.start(self.database)
         report = prepared.report
         for migration in report.applied_now:
@@ -131,6 +138,8 @@ class Services:
         self.webhooks.start()
         self.attachment_cleanup = CleanupJob(self.database, self.blobs, self.settings)
         self.attachment_cleanup.start()
+        self.retention = RetentionJob(self.database, self.settings, self.metrics)
+        self.retention.start()
         log.info(
             "boot_complete",
             schema_version=report.schema_version,
@@ -189,9 +198,13 @@ class Services:
         if self.attachment_cleanup is not None:
             await self.attachment_cleanup.stop()
             self.attachment_cleanup = None
+        if self.retention is not None:
+            await self.retention.stop()
+            self.retention = None
         await self.hub.close_connections()
         await self.presence.close()
         await self.typing.close()
+        await self.sequencer.stop()
         await self.hub.close()
         if self.webhooks is not None:
             await self.webhooks.stop()

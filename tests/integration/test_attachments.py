@@ -315,9 +315,46 @@ async def test_claim_refuses_another_workspace(chat: Chat) -> None:
     async with services.db.transaction() as conn:
         with pytest.raises(ValidationFailed, match="unknown attachment"):
             await attachments.claim_for_message(
-                conn, services.blobs, other.id, "room", "alice", uuid.uuid4(),
-                [uploaded["attachment_id"]],
-            )  # fmt: skip
+                conn, other.id, "room", "alice", uuid.uuid4(), [uploaded["attachment_id"]]
+            )
+
+
+async def test_the_store_is_asked_before_the_send_locks_any_row(
+    chat: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No network call inside a transaction: while the store answers the HEAD, the attachment
+    and channel rows are free (another connection can lock them without waiting)."""
+    uploaded = await request_upload(chat.alice, size=4)
+    asked = uploaded.json()
+    key = f"{chat.workspace.id}/{asked['attachment_id']}/photo.png"
+    s3_client_for(chat).put_object(Bucket=chat.bucket, Key=key, Body=b"four")
+    services = chat.server.services
+    head = services.blobs.head
+    free: list[bool] = []
+
+    async def checking_head(object_key: str) -> Any:
+        dsn = services.settings.database_url
+        probe = await asyncpg.connect(dsn)
+        try:
+            async with probe.transaction():
+                for statement in (
+                    "SELECT 1 FROM attachments WHERE id = $1::uuid FOR UPDATE NOWAIT",
+                    "SELECT 1 FROM channels WHERE id = 'room' FOR UPDATE NOWAIT",
+                ):
+                    args = [asked["attachment_id"]] if "$1" in statement else []
+                    try:
+                        await probe.execute(statement, *args)
+                        free.append(True)
+                    except asyncpg.exceptions.LockNotAvailableError:
+                        free.append(False)
+        finally:
+            await probe.close()
+        return await head(object_key)
+
+    monkeypatch.setattr(services.blobs, "head", checking_head)
+    _, refs = await claim(chat, [asked["attachment_id"]])
+    assert [r.id for r in refs] == [asked["attachment_id"]]
+    assert free == [True, True], "a row was locked while the store was asked"
 
 
 async def test_claim_refuses_a_wrong_size(chat: Chat) -> None:

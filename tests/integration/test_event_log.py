@@ -1,6 +1,6 @@
-"""The catch-up log under concurrent writers: a reader polling with its cursor sees every event
-exactly once, in seq order, although transactions commit in a different order than they
-started."""
+"""The catch-up log under concurrent writers and concurrent sequencers: a reader polling with its
+cursor sees every event exactly once, in seq order, although transactions commit in a different
+order than they started and several servers number events at once."""
 
 from __future__ import annotations
 
@@ -15,13 +15,23 @@ from tests.support.server import RunningServer
 
 WRITERS = 12
 EVENTS_PER_WRITER = 40
+# Sequencers of other "servers" numbering concurrently with the test server's own.
+SEQUENCERS = 3
+
+
+async def numbered(conn: asyncpg.Connection) -> None:
+    """Number whatever is pending (what a server's sequencer does after a commit)."""
+    while (await events.sequence_pending(conn, 1000)).count:
+        pass
 
 
 async def test_reader_never_misses_an_event_of_concurrent_writers(server: RunningServer) -> None:
     workspace = await create_workspace(server.services.db, "hammer")
     dsn = server.services.settings.database_url
     assert dsn
-    pool = await asyncpg.create_pool(dsn, min_size=WRITERS + 1, max_size=WRITERS + 2)
+    pool = await asyncpg.create_pool(
+        dsn, min_size=WRITERS + SEQUENCERS + 1, max_size=WRITERS + SEQUENCERS + 2
+    )
     done = asyncio.Event()
     rng = random.Random(7)
 
@@ -44,13 +54,22 @@ async def test_reader_never_misses_an_event_of_concurrent_writers(server: Runnin
                     )
 
     seen: list[int] = []
+    writing = asyncio.Event()
+
+    async def sequencer() -> None:
+        async with pool.acquire() as conn:
+            while not done.is_set():
+                await numbered(conn)
+                await asyncio.sleep(rng.random() * 0.005)
+            await numbered(conn)
+        writing.set()
 
     async def reader() -> None:
         cursor = 0
         async with pool.acquire() as conn:
             while True:
-                finished = done.is_set()
-                page, _ = await events.read_page(conn, workspace.id, None, cursor, 50)
+                finished = writing.is_set() and done.is_set()
+                page = await events.events_for_workspace(conn, workspace.id, cursor, 50)
                 for row in page:
                     assert row.seq > cursor, "a reader must never be handed an older event"
                     seen.append(row.seq)
@@ -60,8 +79,10 @@ async def test_reader_never_misses_an_event_of_concurrent_writers(server: Runnin
                 await asyncio.sleep(0.001)
 
     reading = asyncio.create_task(reader())
+    sequencing = [asyncio.create_task(sequencer()) for _ in range(SEQUENCERS)]
     await asyncio.gather(*(writer(n) for n in range(WRITERS)))
     done.set()
+    await asyncio.gather(*sequencing)
     await asyncio.wait_for(reading, timeout=60)
 
     async with pool.acquire() as conn:
@@ -76,6 +97,7 @@ async def test_reader_never_misses_an_event_of_concurrent_writers(server: Runnin
     assert len(stored) == expected
     assert seen == stored, "the reader missed or repeated events"
     assert len(set(seen)) == len(seen)
+    assert stored == list(range(1, expected + 1)), "a workspace's seqs count up from 1"
 
 
 async def test_rolled_back_events_never_appear(server: RunningServer) -> None:
@@ -89,12 +111,14 @@ async def test_rolled_back_events_never_appear(server: RunningServer) -> None:
         await events.append_event(conn, workspace.id, "test.lost", {}, channel_id="c")
         await tx.rollback()
         async with conn.transaction():
-            kept = await events.append_event(conn, workspace.id, "test.kept", {}, channel_id="c")
-        page, latest = await events.read_page(conn, workspace.id, None, 0, 10)
+            await events.append_event(conn, workspace.id, "test.kept", {}, channel_id="c")
+        await numbered(conn)
+        page = await events.events_for_workspace(conn, workspace.id, 0, 10)
+        latest = await events.latest_seq(conn, workspace.id)
     finally:
         await conn.close()
-    assert [(r.type, r.seq) for r in page] == [("test.kept", kept)]
-    assert latest == kept
+    assert [(r.type, r.seq) for r in page] == [("test.kept", 1)]
+    assert latest == 1
 
 
 async def test_other_workspace_events_are_invisible(server: RunningServer) -> None:
@@ -106,8 +130,10 @@ async def test_other_workspace_events_are_invisible(server: RunningServer) -> No
     try:
         async with conn.transaction():
             await events.append_event(conn, theirs.id, "test.secret", {"x": 1}, channel_id="c")
-        page, latest = await events.read_page(conn, mine.id, None, 0, 10)
-        user_page, _ = await events.read_page(conn, mine.id, "someone", 0, 10)
+        await numbered(conn)
+        page = await events.events_for_workspace(conn, mine.id, 0, 10)
+        user_page = await events.events_for_reader(conn, mine.id, "someone", ["c"], 0, 10, 10)
+        latest = await events.latest_seq(conn, mine.id)
     finally:
         await conn.close()
     assert page == [] and user_page == []

@@ -58,12 +58,24 @@ async def register(http: httpx.AsyncClient, url: str, events: list[str]) -> dict
 
 
 async def emit(
-    server: RunningServer, workspace: NewWorkspace, type: str = "message.new", **payload: Any
+    server: RunningServer,
+    workspace: NewWorkspace,
+    type: str = "message.new",
+    *,
+    wait: bool = True,
+    **payload: Any,
 ) -> int:
+    """Append an event as the domain does; its seq once the sequencer has numbered it (with
+    `wait`; else the server's sequencer numbers it a moment later, and this returns 0)."""
     async with server.services.db.transaction() as conn:
-        return await events.append_event(
+        await events.append_event(
             conn, workspace.id, type, {"message": payload}, channel_id="general"
         )
+    if not wait:
+        return 0
+    await server.services.sequencer.drain()
+    async with server.services.db.connection() as conn:
+        return await events.latest_seq(conn, workspace.id)
 
 
 async def deliveries(
@@ -569,8 +581,8 @@ async def test_a_dead_receiver_cannot_take_every_slot(
         await register(backend, dead.url, ["message.new"])
         await register(backend, alive.url, ["channel.created"])
         for i in range(40):
-            await emit(server, workspace, n=i)
-        await emit(server, workspace, "channel.created")
+            await emit(server, workspace, n=i, wait=False)
+        await emit(server, workspace, "channel.created", wait=False)
         await alive.wait_for_async(lambda got: len(got) == 1, timeout=10)
         await dead.wait_for_async(lambda got: len(got) >= 8, timeout=10)
         first = dead.requests()[0].at

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from cariosan.config import Settings
 from cariosan.http.app import create_app
+from cariosan.server import WEBSOCKET_HEARTBEAT
 from cariosan.services import Services
 
 
@@ -64,7 +65,14 @@ async def start_server(
     failures: list[str] = []
     app = create_app(services, on_boot_failure=failures.append)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        # The production server's heartbeat (a client that stops reading is dropped the same).
+        **WEBSOCKET_HEARTBEAT,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

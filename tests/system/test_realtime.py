@@ -17,7 +17,12 @@ import pytest
 import websockets
 
 from tests.conftest import JWT_SECRET
-from tests.services.provision import RedisService, redis_server_binary, start_redis_server
+from tests.services.provision import (
+    PostgresService,
+    RedisService,
+    redis_server_binary,
+    start_redis_server,
+)
 from tests.support.live import LiveClient, live, ws_url
 from tests.support.process import ServerProcess, run_cli, serve
 
@@ -387,3 +392,44 @@ async def test_presence_across_nodes_and_after_a_node_is_killed(
         offline = await _presence(bob, 40)
         assert offline["user_id"] == "alice" and offline["online"] is False
         await second.close()
+
+
+async def test_an_open_transaction_in_another_database_holds_nothing_back_across_nodes(
+    nodes: tuple[dict[str, str], list[ServerProcess]], postgres_service: PostgresService
+) -> None:
+    """Another database of the same PostgreSQL server (another app, a batch job) keeps a write
+    transaction open: a message sent on one node still reaches a socket on the other node and
+    `/v1/events` there while that transaction is open."""
+    import uuid
+
+    import asyncpg
+
+    from tests.conftest import with_database
+
+    env, (one, two) = nodes
+    tenant = Tenant(env, one.url)
+    await tenant.users(["alice", "bob"])
+    channel = await tenant.channel("alice", ["bob"])
+    name = f"cariosan_other_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(postgres_service.dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    blocker = await asyncpg.connect(with_database(postgres_service.dsn, name))
+    try:
+        await blocker.execute("BEGIN")
+        await blocker.execute("CREATE TABLE nightly_job (i int)")
+        async with live(two.url, tenant.tokens["bob"]) as bob, tenant.http("alice") as alice:
+            sent = await alice.post(f"/v1/channels/{channel}/messages", json={"text": "now"})
+            assert sent.status_code == 201
+            frames = await bob.events(1, types=("message.new",), timeout=20)
+            async with tenant.http("bob", two.url) as bob_http:
+                page = (
+                    await bob_http.get("/v1/events", params={"after_seq": bob.ready["latest_seq"]})
+                ).json()
+        assert _texts(frames) == ["now"]
+        assert [e["message"]["text"] for e in page["events"]] == ["now"]
+        assert await blocker.fetchval("SELECT txid_current_if_assigned() IS NOT NULL")
+    finally:
+        await blocker.execute("ROLLBACK")
+        await blocker.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -94,14 +94,34 @@ async def _seed_attachments(conn: asyncpg.Connection, ws: uuid.UUID, step: int) 
     )
 
 
+async def _seed_event_log(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> None:
+    # An event written the way this release writes them: unnumbered, referring to its message,
+    # and the positions the sequencer keeps.
+    await conn.execute(
+        "INSERT INTO events (workspace_id, seq, type, channel_id, payload, message_id, actor_id) "
+        "VALUES ($1, -nextval('event_provisional_seq'), 'message.new', 'room', '{}', $2, 'alice')",
+        ws,
+        uuid.uuid5(ws, "message"),
+    )
+    await conn.execute("INSERT INTO event_positions (workspace_id, last_seq) VALUES ($1, 1)", ws)
+    await conn.execute(
+        "INSERT INTO channel_event_positions (workspace_id, channel_id, last_seq) "
+        "VALUES ($1, 'room', 1)",
+        ws,
+    )
+
+
 # Rows valid at each schema version, written at that version and at every later one. A new
 # migration adds its entry here, so that its tables carry data through later upgrades too.
-# Each entry: (the seed, a table it writes one row to per step, counted at the end).
-SEEDS: dict[int, tuple[Seed, str]] = {
+# Each entry: (the seed, a table it writes one row to per step, counted at the end), or None for
+# a migration that adds no table or column to write (indexes only: earlier seeds' rows use them).
+SEEDS: dict[int, tuple[Seed, str] | None] = {
     1: (_seed_workspaces, "workspaces"),
     2: (_seed_chat, "messages"),
     3: (_seed_webhooks, "webhook_deliveries"),
     4: (_seed_attachments, "attachments"),
+    5: (_seed_event_log, "channel_event_positions"),
+    6: None,
 }
 
 
@@ -146,13 +166,23 @@ async def test_every_version_in_turn_keeps_every_row(empty_database_url: str) ->
                 )
             workspace = uuid.uuid5(uuid.NAMESPACE_URL, f"cariosan-upgrade-step-{step}")
             async with conn.transaction():
-                for version, (seed, _) in SEEDS.items():
-                    if version <= migration.version:
-                        await seed(conn, workspace, step)
-        # Every step's rows are all there at the end, in every table.
+                for version, entry in SEEDS.items():
+                    if entry is not None and version <= migration.version:
+                        await entry[0](conn, workspace, step)
+        # Every step's rows are all there at the end, in every table (a migration may also
+        # have filled a new table from older rows: those belong to earlier steps' workspaces).
         final = await _rows(conn, await _columns(conn))
-        for version, (_, table) in SEEDS.items():
+        for version, entry in SEEDS.items():
+            if entry is None:
+                continue
+            table = entry[1]
             first_step = next(i for i, m in enumerate(migrations, 1) if m.version >= version)
-            assert len(final[table]) == len(migrations) - first_step + 1, table
+            seeded = {
+                str(uuid.uuid5(uuid.NAMESPACE_URL, f"cariosan-upgrade-step-{step}"))
+                for step in range(first_step, len(migrations) + 1)
+            }
+            rows = [json.loads(r) for r in final[table]]
+            mine = [r for r in rows if r.get("workspace_id", r.get("id")) in seeded]
+            assert len(mine) == len(migrations) - first_step + 1, table
     finally:
         await conn.close()

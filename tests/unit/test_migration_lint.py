@@ -57,3 +57,22 @@ def test_misnamed_migration_file_is_refused(tmp_path: object) -> None:
     (folder / "2_bad.sql").write_text("CREATE TABLE b (id int);")
     with pytest.raises(MigrationError, match="2_bad.sql"):
         load_migrations(folder)
+
+
+def test_a_no_transaction_file_is_split_into_its_statements() -> None:
+    from cariosan.db.schema import NO_TRANSACTION_MARKER, Migration
+
+    migration = Migration(
+        7,
+        "indexes",
+        f"{NO_TRANSACTION_MARKER}\n-- why\nCREATE INDEX CONCURRENTLY IF NOT EXISTS a ON t (x);\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS b\n    ON t (y);\n",
+    )
+    assert not migration.in_transaction
+    assert migration.statements() == [
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS a ON t (x)",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS b\n    ON t (y)",
+    ]
+    assert Migration(8, "plain", "CREATE TABLE t (x int);").in_transaction
+    shipped = {m.version: m for m in load_migrations()}
+    assert not shipped[6].in_transaction, "0006 builds its indexes concurrently"

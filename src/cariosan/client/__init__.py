@@ -11,6 +11,7 @@ from cariosan.client.chat import ChatClient, TokenProvider
 from cariosan.client.errors import (
     CariosanError,
     Conflict,
+    EventsExpired,
     Forbidden,
     Internal,
     MethodNotAllowed,
@@ -53,6 +54,7 @@ __all__ = [
     "DeliveryPage",
     "Download",
     "EventPage",
+    "EventsExpired",
     "Forbidden",
     "Internal",
     "Me",

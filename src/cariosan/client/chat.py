@@ -336,6 +336,9 @@ class ChatClient:
         return LiveEvents(url, self._current_token, refresh, after_seq=after_seq)
 
     async def events(self, after_seq: int | None = None, limit: int | None = None) -> EventPage:
-        """Persisted events after `after_seq`, in order: the WebSocket's stream, for catch-up."""
+        """Persisted events after `after_seq`, in order: the WebSocket's stream, for catch-up.
+        Page on with `after_seq=page.latest_seq` while `page.has_more`. Raises `EventsExpired`
+        when `after_seq` is older than the kept log: refetch channels and history, then go on
+        from the error's `latest_seq`."""
         params = {"after_seq": after_seq, "limit": limit}
         return decode(await self._request("GET", "/v1/events", params=params), EventPage)

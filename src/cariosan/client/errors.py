@@ -16,6 +16,7 @@ import httpx
 __all__ = [
     "CariosanError",
     "Conflict",
+    "EventsExpired",
     "Forbidden",
     "Internal",
     "MethodNotAllowed",
@@ -96,6 +97,15 @@ class Conflict(CariosanError):
     status = 409
 
 
+class EventsExpired(CariosanError):
+    """`after_seq` is older than the events the server keeps (410). Resync: refetch channels and
+    history, then continue from `latest_seq`."""
+
+    code = "EVENTS_EXPIRED"
+    status = 410
+    latest_seq: int = 0
+
+
 class PayloadTooLarge(CariosanError):
     """Body, text or attachment over the deployment's limit (413)."""
 
@@ -151,6 +161,7 @@ _BY_CODE: dict[str, type[CariosanError]] = {
         NotFound,
         MethodNotAllowed,
         Conflict,
+        EventsExpired,
         PayloadTooLarge,
         ValidationFailed,
         RateLimited,
@@ -167,6 +178,7 @@ _BY_STATUS: dict[int, type[CariosanError]] = {
     404: NotFound,
     405: MethodNotAllowed,
     409: Conflict,
+    410: EventsExpired,
     413: PayloadTooLarge,
     415: ValidationFailed,
     422: ValidationFailed,
@@ -222,10 +234,13 @@ def error_from_response(response: httpx.Response) -> CariosanError:
     if code is None:
         code = cls.code if cls is not CariosanError else f"HTTP_{status}"
     message = _text(envelope.get("message")) or (f"HTTP {status} {response.reason_phrase}".rstrip())
-    return cls(
+    error = cls(
         message,
         code=code,
         status=status,
         request_id=_text(envelope.get("request_id")) or response.headers.get("x-request-id"),
         retry_after=parse_retry_after(response.headers.get("retry-after")),
     )
+    if isinstance(error, EventsExpired) and isinstance(envelope.get("latest_seq"), int):
+        error.latest_seq = envelope["latest_seq"]
+    return error

@@ -7,6 +7,11 @@ async with chat.connect() as events:
 It reconnects by itself with backoff, resumes from the last `seq` it handed out (so a dropped
 connection, a restarted node or a "too slow" close costs nothing), skips an event it has already
 given, and on close code 4001 asks the client's `token_provider` for a new token.
+
+When the client was away longer than the server keeps events, the stream yields
+`{"type": "resync.required", "latest_seq": N}` and goes on from N: the application refetches its
+channels (`list_channels`) and the history it shows (`list_messages`), since events before N
+are not coming.
 """
 
 from __future__ import annotations
@@ -82,6 +87,10 @@ class LiveEvents:
                 continue
             if not isinstance(frame, dict) or frame.get("type") == "pong":
                 continue
+            if frame.get("type") == "resync.required" and isinstance(frame.get("latest_seq"), int):
+                # The events before it are gone: continue (and resume later) from there.
+                self.last_seq = frame["latest_seq"]
+                return frame
             seq = frame.get("seq")
             if isinstance(seq, int):
                 if self.last_seq is not None and seq <= self.last_seq:

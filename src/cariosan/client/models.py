@@ -118,6 +118,8 @@ class EventPage(msgspec.Struct, kw_only=True, frozen=True):
 
     events: list[dict[str, Any]] = msgspec.field(default_factory=list)
     latest_seq: int = 0
+    # More follow: ask again with `after_seq=latest_seq`.
+    has_more: bool = False
 
 
 class Me(msgspec.Struct, kw_only=True, frozen=True):

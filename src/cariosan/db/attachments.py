@@ -116,6 +116,32 @@ async def lock_for_claim(
     return [_row(r) for r in rows]
 
 
+async def unlocked(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, attachment_ids: list[uuid.UUID]
+) -> list[AttachmentRow]:
+    """The attachments among `attachment_ids`, read without a lock (checked again, locked,
+    by the send's transaction)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM attachments a WHERE a.workspace_id = $1 "  # noqa: S608
+        "AND a.id = ANY($2::uuid[])",
+        workspace_id,
+        attachment_ids,
+    )
+    return [_row(r) for r in rows]
+
+
+async def mark_uploaded(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, attachment_id: uuid.UUID
+) -> None:
+    """The file was seen in the store with its declared size (still without a message)."""
+    await conn.execute(
+        "UPDATE attachments SET status = 'uploaded' "
+        "WHERE workspace_id = $1 AND id = $2 AND status = 'pending'",
+        workspace_id,
+        attachment_id,
+    )
+
+
 async def mark_referenced(
     conn: asyncpg.Connection,
     workspace_id: uuid.UUID,

@@ -1,25 +1,32 @@
-"""SQL for the catch-up event log.
+"""SQL for the event log: appending, numbering (the sequencer), reading, and trimming.
 
-`seq` is `(transaction id << 16) + position in the transaction`. Readers only return events whose
-transaction id is below the oldest transaction still running (`pg_snapshot_xmin`), i.e. events of
-transactions that have all finished. Any event written later belongs to a transaction that was
-still running (or had not started) then, so it gets a larger seq than anything already returned:
-a reader that advanced past N never misses an event below N, with no lock shared by writers.
+Writers insert an event with a provisional negative seq in their own transaction. After commit,
+the sequencer (`sequence_pending`, one at a time across every server, under a transaction-level
+advisory lock) gives committed events their public seq: per workspace, above every seq already
+published. Readers see only numbered rows (`seq > after_seq >= 0`), and a numbering round
+commits before the next one starts, so a reader that has seen seq N never finds a new event
+below N later, and no reader depends on which transactions are still open anywhere on the
+server (a long transaction in another database no longer holds live events back).
+
+The same round updates the per-workspace and per-channel positions that let a reader skip
+channels with nothing new, and queues the webhook deliveries of the numbered events (the
+outbox: an event that committed is always numbered, so it always gets its deliveries).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from cariosan.db.pool import note_event
 
-SEQ_SHIFT = 16
+# Any fixed 64-bit number, shared by every server: one numbering round at a time.
+SEQUENCER_LOCK_KEY = 0x43415249_53455131  # "CARISEQ1"
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,25 @@ class EventRow:
     user_id: str | None
     payload: dict[str, Any]
     created_at: datetime
+    # Events about a message refer to it; reads show the message as it is now.
+    message_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class Positions:
+    """A workspace's highest published seq, and the highest seq the retention job removed."""
+
+    last_seq: int
+    trimmed_seq: int
+
+
+@dataclass(frozen=True)
+class ReaderChannel:
+    """A channel a user belongs to, as far as reading its events is concerned."""
+
+    channel_id: str
+    joined_at: datetime
+    deleted: bool
 
 
 async def append_event(
@@ -40,47 +66,115 @@ async def append_event(
     *,
     channel_id: str | None = None,
     user_id: str | None = None,
-) -> int:
-    """Write one event in the caller's transaction; returns its seq.
-
-    The same statement queues one webhook delivery per enabled endpoint of the workspace that
-    wants this type (the outbox), with the body clients get (`domain/events.wire_event`).
-    """
-    payload_json = json.dumps(payload, separators=(",", ":"), default=str)
-    seq: int = await conn.fetchval(
+    message_id: uuid.UUID | None = None,
+    actor_id: str | None = None,
+) -> None:
+    """Write one event in the caller's transaction. It gets its public seq (and its webhook
+    deliveries) from the sequencer once the transaction has committed."""
+    await conn.execute(
         """
-        WITH tx AS (SELECT pg_current_xact_id()::text::bigint << 16 AS base),
-        ev AS (
-            INSERT INTO events (workspace_id, seq, type, channel_id, user_id, payload)
-            SELECT $1, tx.base + (
-                       SELECT count(*) FROM events e
-                       WHERE e.workspace_id = $1 AND e.seq >= tx.base AND e.seq < tx.base + 65536
-                   ), $2, $3, $4, $5::jsonb
-            FROM tx
-            RETURNING seq, created_at
-        ),
-        outbox AS (
-            INSERT INTO webhook_deliveries (workspace_id, id, endpoint_id, event_type, seq, body)
-            SELECT $1, gen_random_uuid(), w.id, $2, ev.seq,
-                   '{"type":' || to_json($2::text)::text || ',"seq":' || ev.seq
-                   || coalesce(',"channel_id":' || to_json($3::text)::text, '')
-                   || ',"created_at":"'
-                   || to_char(ev.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-                   || '"' || $6 || '}'
-            FROM ev, webhook_endpoints w
-            WHERE w.workspace_id = $1 AND w.enabled AND w.events && ARRAY[$2::text, '*']
-        )
-        SELECT seq FROM ev
+        INSERT INTO events
+            (workspace_id, seq, type, channel_id, user_id, payload, message_id, actor_id)
+        VALUES ($1, -nextval('event_provisional_seq'), $2, $3, $4, $5::jsonb, $6, $7)
         """,
         workspace_id,
         type,
         channel_id,
         user_id,
-        payload_json,
-        "" if payload_json == "{}" else "," + payload_json[1:-1],
+        msgspec.json.encode(payload).decode(),
+        message_id,
+        actor_id,
     )
     note_event(workspace_id)
-    return seq
+
+
+# ---- the sequencer -------------------------------------------------------------------------
+
+_NUMBER = """
+WITH pending AS (
+    SELECT workspace_id, seq AS provisional FROM events
+    WHERE seq < 0 ORDER BY seq DESC LIMIT $1
+),
+bases AS (
+    -- Above the workspace's published position and above any seq in its log (rows written
+    -- by an older release, which numbered events itself).
+    SELECT w.workspace_id, greatest(
+        coalesce((SELECT p.last_seq FROM event_positions p
+                  WHERE p.workspace_id = w.workspace_id), 0),
+        coalesce((SELECT max(e.seq) FROM events e WHERE e.workspace_id = w.workspace_id), 0)
+    ) AS base
+    FROM (SELECT DISTINCT workspace_id FROM pending) w
+),
+numbered AS (
+    SELECT p.workspace_id, p.provisional, b.base + row_number() OVER (
+        PARTITION BY p.workspace_id ORDER BY p.provisional DESC
+    ) AS seq
+    FROM pending p JOIN bases b USING (workspace_id)
+),
+moved AS (
+    UPDATE events e SET seq = n.seq
+    FROM numbered n
+    WHERE e.workspace_id = n.workspace_id AND e.seq = n.provisional
+    RETURNING e.workspace_id, e.seq, e.type, e.channel_id
+),
+channel_positions AS (
+    INSERT INTO channel_event_positions AS cp (workspace_id, channel_id, last_seq)
+    SELECT workspace_id, channel_id, max(seq) FROM moved
+    WHERE channel_id IS NOT NULL GROUP BY workspace_id, channel_id
+    ON CONFLICT (workspace_id, channel_id)
+        DO UPDATE SET last_seq = greatest(cp.last_seq, EXCLUDED.last_seq)
+),
+outbox AS (
+    -- The body is made when it is sent, from the event as reads show it then.
+    INSERT INTO webhook_deliveries (workspace_id, id, endpoint_id, event_type, seq, body)
+    SELECT m.workspace_id, gen_random_uuid(), w.id, m.type, m.seq, ''
+    FROM moved m
+    JOIN webhook_endpoints w ON w.workspace_id = m.workspace_id
+    WHERE w.enabled AND w.events && ARRAY[m.type, '*']
+),
+published AS (
+    INSERT INTO event_positions AS ep (workspace_id, last_seq)
+    SELECT workspace_id, max(seq) FROM moved GROUP BY workspace_id
+    ON CONFLICT (workspace_id) DO UPDATE SET last_seq = greatest(ep.last_seq, EXCLUDED.last_seq)
+    RETURNING workspace_id, last_seq
+)
+SELECT p.workspace_id, p.last_seq,
+       (SELECT count(*) FROM moved m WHERE m.workspace_id = p.workspace_id) AS numbered
+FROM published p
+"""
+
+
+async def has_pending(conn: asyncpg.Connection) -> bool:
+    """Whether some committed event still waits for its seq (one index probe)."""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events WHERE seq < 0)"))
+
+
+@dataclass(frozen=True)
+class Numbered:
+    """What a numbering round did: each workspace's last seq now, and how many it numbered."""
+
+    last_seqs: dict[uuid.UUID, int]
+    count: int
+
+
+async def sequence_pending(conn: asyncpg.Connection, limit: int) -> Numbered:
+    """Number up to `limit` committed events, oldest first.
+
+    The lock is taken in its own statement, so the numbering statement's snapshot (read
+    committed) already sees the previous round's numbers.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", SEQUENCER_LOCK_KEY)
+        rows = await conn.fetch(_NUMBER, limit)
+    return Numbered(
+        {r["workspace_id"]: int(r["last_seq"]) for r in rows},
+        sum(int(r["numbered"]) for r in rows),
+    )
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+_EVENT_COLUMNS = "e.seq, e.type, e.channel_id, e.user_id, e.payload, e.created_at, e.message_id"
 
 
 def _event(r: asyncpg.Record) -> EventRow:
@@ -89,90 +183,186 @@ def _event(r: asyncpg.Record) -> EventRow:
         r["type"],
         r["channel_id"],
         r["user_id"],
-        json.loads(r["payload"]),
+        msgspec.json.decode(r["payload"]),
         r["created_at"],
+        r["message_id"],
     )
 
 
-_VISIBLE = """
-    e.workspace_id = $1
-    AND e.seq > $2
-    AND e.seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)
-    AND (
-        e.user_id = $3
-        OR e.channel_id IN (
-            SELECT m.channel_id FROM channel_members m
-            WHERE m.workspace_id = $1 AND m.user_id = $3
-        )
-    )
-"""
-
-
-async def events_for_user(
-    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str, after_seq: int, limit: int
-) -> list[EventRow]:
-    """Finished events after `after_seq` of the user's channels (and about the user), in order."""
-    rows = await conn.fetch(
-        f"""
-        SELECT e.seq, e.type, e.channel_id, e.user_id, e.payload, e.created_at
-        FROM events e WHERE {_VISIBLE}
-        ORDER BY e.seq LIMIT $4
-        """,  # noqa: S608 (constant SQL fragment, values are parameters)
+async def positions(conn: asyncpg.Connection, workspace_id: uuid.UUID) -> Positions:
+    r = await conn.fetchrow(
+        "SELECT last_seq, trimmed_seq FROM event_positions WHERE workspace_id = $1",
         workspace_id,
-        after_seq,
-        user_id,
-        limit,
     )
-    return [_event(r) for r in rows]
+    return Positions(0, 0) if r is None else Positions(int(r["last_seq"]), int(r["trimmed_seq"]))
+
+
+async def latest_seq(conn: asyncpg.Connection, workspace_id: uuid.UUID) -> int:
+    """The highest seq a reader may see now (0 when there is none)."""
+    return (await positions(conn, workspace_id)).last_seq
 
 
 async def events_for_workspace(
     conn: asyncpg.Connection, workspace_id: uuid.UUID, after_seq: int, limit: int
 ) -> list[EventRow]:
-    """Every finished event of the workspace after `after_seq` (the server-side view)."""
+    """The workspace's published events after `after_seq`, in order (the server-side view)."""
     rows = await conn.fetch(
-        """
-        SELECT seq, type, channel_id, user_id, payload, created_at FROM events
-        WHERE workspace_id = $1 AND seq > $2
-          AND seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)
-        ORDER BY seq LIMIT $3
-        """,
+        f"""
+        SELECT {_EVENT_COLUMNS} FROM events e
+        WHERE e.workspace_id = $1 AND e.seq > $2
+        ORDER BY e.seq LIMIT $3
+        """,  # noqa: S608 (constant SQL fragment, values are parameters)
         workspace_id,
-        after_seq,
+        max(after_seq, 0),
         limit,
     )
     return [_event(r) for r in rows]
 
 
-async def latest_seq(conn: asyncpg.Connection, workspace_id: uuid.UUID) -> int:
-    """The highest seq a reader may see now (0 when there is none)."""
-    value = await conn.fetchval(
+async def events_by_seq(
+    conn: asyncpg.Connection, keys: list[tuple[uuid.UUID, int]]
+) -> dict[tuple[uuid.UUID, int], EventRow]:
+    """Events by (workspace, seq): what a webhook delivery refers to."""
+    rows = await conn.fetch(
+        f"""
+        SELECT e.workspace_id, {_EVENT_COLUMNS}
+        FROM unnest($1::uuid[], $2::bigint[]) AS k(workspace_id, seq)
+        JOIN events e ON e.workspace_id = k.workspace_id AND e.seq = k.seq
+        """,  # noqa: S608
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r["workspace_id"], r["seq"]): _event(r) for r in rows}
+
+
+async def reader_channels(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str, after_seq: int
+) -> list[ReaderChannel]:
+    """The user's channels that have events after `after_seq` (one index range per table: a
+    user in 1,000 quiet channels costs 1,000 index entries, never the channels' logs)."""
+    rows = await conn.fetch(
         """
-        SELECT coalesce(max(seq), 0) FROM events
-        WHERE workspace_id = $1
-          AND seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)
+        SELECT m.channel_id, m.joined_at, c.deleted_at IS NOT NULL AS deleted
+        FROM channel_members m
+        JOIN channel_event_positions p
+          ON p.workspace_id = m.workspace_id AND p.channel_id = m.channel_id
+        JOIN channels c ON c.workspace_id = m.workspace_id AND c.id = m.channel_id
+        WHERE m.workspace_id = $1 AND m.user_id = $2 AND p.last_seq > $3
         """,
         workspace_id,
+        user_id,
+        after_seq,
     )
-    return int(value)
+    return [ReaderChannel(r["channel_id"], r["joined_at"], r["deleted"]) for r in rows]
 
 
-async def read_page(
+# Few active channels: walk each channel's index (and the user's own events) and merge the
+# first `limit` seqs, then fetch those rows. Many: walk the workspace's log once, keeping the
+# rows of those channels (most rows qualify, so the walk is about as long as the page).
+FEW_CHANNELS = 64
+
+_BY_CHANNEL = f"""
+WITH picked AS (
+    SELECT DISTINCT seq FROM (
+        SELECT s.seq FROM unnest($4::text[]) AS c(id)
+        CROSS JOIN LATERAL (
+            SELECT e.seq FROM events e
+            WHERE e.workspace_id = $1 AND e.channel_id = c.id AND e.seq > $2 AND e.seq <= $5
+            ORDER BY e.seq LIMIT $3
+        ) s
+        UNION ALL
+        (
+            SELECT e.seq FROM events e
+            WHERE e.workspace_id = $1 AND e.user_id = $6 AND e.seq > $2 AND e.seq <= $5
+            ORDER BY e.seq LIMIT $3
+        )
+    ) candidates
+    ORDER BY seq LIMIT $3
+)
+SELECT {_EVENT_COLUMNS} FROM picked
+JOIN events e ON e.workspace_id = $1 AND e.seq = picked.seq
+ORDER BY e.seq
+"""  # noqa: S608 (constant SQL fragment, values are parameters)
+
+_BY_LOG = f"""
+SELECT {_EVENT_COLUMNS} FROM events e
+WHERE e.workspace_id = $1 AND e.seq > $2 AND e.seq <= $5
+  AND (e.user_id = $6 OR e.channel_id IN (SELECT unnest($4::text[])))
+ORDER BY e.seq LIMIT $3
+"""  # noqa: S608 (constant SQL fragment, values are parameters)
+
+
+async def events_for_reader(
     conn: asyncpg.Connection,
     workspace_id: uuid.UUID,
-    user_id: str | None,
+    user_id: str,
+    channel_ids: list[str],
     after_seq: int,
+    upto_seq: int,
     limit: int,
-) -> tuple[list[EventRow], int]:
-    """A page of events and the latest seq, both seen from one snapshot.
+) -> list[EventRow]:
+    """Up to `limit` events in (`after_seq`, `upto_seq`] of `channel_ids` or about `user_id`,
+    in order. The caller filters them further by what the user may see of each channel."""
+    query = _BY_CHANNEL if len(channel_ids) <= FEW_CHANNELS else _BY_LOG
+    rows = await conn.fetch(query, workspace_id, after_seq, limit, channel_ids, upto_seq, user_id)
+    return [_event(r) for r in rows]
 
-    Runs in a read-only repeatable-read transaction so that `latest_seq` never points past an
-    event the page could not see.
+
+# ---- retention -----------------------------------------------------------------------------
+
+
+async def workspaces_with_events(conn: asyncpg.Connection) -> list[uuid.UUID]:
+    rows = await conn.fetch("SELECT workspace_id FROM event_positions ORDER BY workspace_id")
+    return [r["workspace_id"] for r in rows]
+
+
+async def trim_events(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, cutoff: datetime, batch: int
+) -> int:
+    """Remove up to `batch` of the workspace's oldest events written before `cutoff`; how many.
+
+    Only a prefix of the log goes (stopping at the first newer event), so what is kept is
+    always every event after `trimmed_seq`, which readers compare their position with.
     """
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        if user_id is None:
-            rows = await events_for_workspace(conn, workspace_id, after_seq, limit)
-        else:
-            rows = await events_for_user(conn, workspace_id, user_id, after_seq, limit)
-        latest = rows[-1].seq if len(rows) == limit else await latest_seq(conn, workspace_id)
-    return rows, latest
+    async with conn.transaction():
+        r = await conn.fetchrow(
+            """
+            WITH oldest AS (
+                SELECT seq, created_at FROM events
+                WHERE workspace_id = $1 AND seq > 0 ORDER BY seq LIMIT $3
+            ),
+            stop AS (SELECT min(seq) AS seq FROM oldest WHERE created_at >= $2),
+            gone AS (
+                DELETE FROM events e USING oldest o
+                WHERE e.workspace_id = $1 AND e.seq = o.seq
+                  AND o.seq < coalesce((SELECT seq FROM stop), 9223372036854775807)
+                RETURNING e.seq
+            )
+            SELECT count(*) AS n, max(seq) AS upto FROM gone
+            """,
+            workspace_id,
+            cutoff,
+            batch,
+        )
+        removed = int(r["n"])
+        if removed:
+            await conn.execute(
+                """
+                UPDATE event_positions SET trimmed_seq = greatest(trimmed_seq, $2)
+                WHERE workspace_id = $1
+                """,
+                workspace_id,
+                int(r["upto"]),
+            )
+    return removed
+
+
+async def remove_events_of_user(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str
+) -> None:
+    """Every event the user caused or that is about the user (a hard delete)."""
+    await conn.execute(
+        "DELETE FROM events WHERE workspace_id = $1 AND (actor_id = $2 OR user_id = $2)",
+        workspace_id,
+        user_id,
+    )

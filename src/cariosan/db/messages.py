@@ -152,6 +152,25 @@ async def get_message(
     return None if r is None else _row(r)
 
 
+async def get_messages(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, MessageRow]:
+    """Messages by id as every member sees them (no viewer), in one statement."""
+    rows = await conn.fetch(
+        f"""
+        WITH page AS (
+            SELECT {_COLUMNS} FROM messages m
+            WHERE m.workspace_id = $1 AND m.id = ANY($3::uuid[])
+        )
+        {_OLDEST_FIRST}
+        """,  # noqa: S608
+        workspace_id,
+        None,
+        message_ids,
+    )
+    return {r["id"]: _row(r) for r in rows}
+
+
 async def position(
     conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID
 ) -> Position | None:

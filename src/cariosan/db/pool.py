@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -102,7 +102,7 @@ def _reason(exc: BaseException) -> str:
 # to (see `note_event`); handed to `Database.on_commit` once the block has committed.
 _touched: ContextVar[set[uuid.UUID] | None] = ContextVar("cariosan_touched", default=None)
 
-OnCommit = Callable[[set[uuid.UUID]], None]
+OnCommit = Callable[[set[uuid.UUID]], Awaitable[None]]
 
 
 def note_event(workspace_id: uuid.UUID) -> None:
@@ -116,9 +116,10 @@ class Database:
     """The connection pool. Every use goes through `connection()` or `transaction()` so that a
     vanished server surfaces as `Unavailable` (503), never as a 500.
 
-    `on_commit`, when set, is called with the workspaces that got new events after the outermost
-    block that appended them has committed (the realtime hub wakes its dispatchers with it). It
-    must not block: it runs on the request's path.
+    `on_commit`, when set, is awaited with the workspaces that got new events after the
+    outermost block that appended them has committed (and its connection went back to the
+    pool): the event sequencer numbers the events, so that once a write is acknowledged its
+    events are in the log that catch-up reads.
     """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -163,7 +164,7 @@ class Database:
                 raise Unavailable(f"PostgreSQL is unavailable: {_reason(exc)}") from exc
         # Only reached when the block ended without an exception, i.e. after its commit.
         if touched and self.on_commit is not None:
-            self.on_commit(touched)
+            await self.on_commit(touched)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:

@@ -6,25 +6,34 @@ import uuid
 
 import asyncpg
 
+# Unread counts stop at this: 100 means "100 or more" (apps show "99+"). Counting further would
+# cost a member of a busy channel a scan of everything it has not read, on every channel list.
+UNREAD_CAP = 100
+
 # The unread count of member `me` (a channel_members row) in channel `c`: top-level messages by
 # others, not deleted, after the member's read position by (created_at, id); all of them if it
-# never read. If the last-read message is gone (its author was hard-deleted), the time of the
-# read stands in for its position.
-UNREAD_COUNT_SQL = """
+# never read; at most UNREAD_CAP. If the last-read message is gone (its author was
+# hard-deleted), the time of the read stands in for its position.
+UNREAD_COUNT_SQL = f"""
     CASE WHEN me.user_id IS NULL THEN 0 ELSE (
-        SELECT count(*) FROM messages u
-        WHERE u.workspace_id = c.workspace_id AND u.channel_id = c.id
-          AND u.parent_id IS NULL AND u.deleted_at IS NULL AND u.user_id <> me.user_id
-          AND (me.last_read_at IS NULL OR (u.created_at, u.id) > (
-              coalesce(
-                  (SELECT r.created_at FROM messages r
-                   WHERE r.workspace_id = me.workspace_id AND r.id = me.last_read_message_id),
-                  me.last_read_at
-              ),
-              coalesce(me.last_read_message_id, '00000000-0000-0000-0000-000000000000'::uuid)
-          ))
+        SELECT count(*) FROM (
+            SELECT 1 FROM messages u
+            WHERE u.workspace_id = c.workspace_id AND u.channel_id = c.id
+              AND u.parent_id IS NULL AND u.deleted_at IS NULL AND u.user_id <> me.user_id
+              AND (me.last_read_at IS NULL OR (u.created_at, u.id) > (
+                  coalesce(
+                      (SELECT r.created_at FROM messages r
+                       WHERE r.workspace_id = me.workspace_id
+                         AND r.id = me.last_read_message_id),
+                      me.last_read_at
+                  ),
+                  coalesce(me.last_read_message_id, '00000000-0000-0000-0000-000000000000'::uuid)
+              ))
+            ORDER BY u.created_at, u.id
+            LIMIT {UNREAD_CAP}
+        ) unread
     ) END
-"""
+"""  # noqa: S608 (constant SQL fragment)
 
 
 async def latest_message_id(

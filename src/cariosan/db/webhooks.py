@@ -1,6 +1,6 @@
 """SQL for webhook endpoints and their deliveries (the outbox the worker drains).
 
-The deliveries themselves are written by `db/events.append_event`, in the event's transaction.
+The deliveries themselves are queued by the event sequencer (`db/events.sequence_pending`).
 """
 
 from __future__ import annotations
@@ -51,9 +51,11 @@ class Claim:
     endpoint_id: uuid.UUID
     url: str
     secrets: list[str]
+    # Empty for deliveries queued by this release: the worker makes it from event `seq`.
     body: str
     attempts: int
     lease: uuid.UUID
+    seq: int = 0
 
 
 def _endpoint(r: asyncpg.Record) -> EndpointRow:
@@ -266,7 +268,7 @@ async def claim_due(
         FROM due, webhook_endpoints w
         WHERE d.workspace_id = due.workspace_id AND d.id = due.id
           AND w.workspace_id = d.workspace_id AND w.id = d.endpoint_id
-        RETURNING d.workspace_id, d.id, d.endpoint_id, d.body, d.attempts, d.lease, w.url,
+        RETURNING d.workspace_id, d.id, d.endpoint_id, d.body, d.attempts, d.lease, d.seq, w.url,
                   w.secret, w.previous_secret, (w.previous_secret_expires_at > now()) AS both
         """,
         limit,
@@ -284,6 +286,7 @@ async def claim_due(
             body=r["body"],
             attempts=r["attempts"],
             lease=r["lease"],
+            seq=r["seq"],
         )
         for r in rows
     ]
@@ -360,3 +363,19 @@ async def queue_stats(conn: asyncpg.Connection) -> tuple[int, float]:
         """
     )
     return int(r["depth"]), float(r["oldest"])
+
+
+async def trim_deliveries(conn: asyncpg.Connection, cutoff: datetime, batch: int) -> int:
+    """Remove up to `batch` finished deliveries last changed before `cutoff`; how many."""
+    result = await conn.execute(
+        """
+        DELETE FROM webhook_deliveries WHERE ctid IN (
+            SELECT ctid FROM webhook_deliveries
+            WHERE status <> 'pending' AND updated_at < $1
+            LIMIT $2
+        )
+        """,
+        cutoff,
+        batch,
+    )
+    return int(result.split()[-1])

@@ -199,9 +199,40 @@ def _attachment_ids(values: Sequence[str | uuid.UUID]) -> list[uuid.UUID]:
     return ids
 
 
+async def verify_uploads(
+    database: Database,
+    blobs: BlobStore,
+    workspace_id: uuid.UUID,
+    channel_id: str,
+    user_id: str | None,
+    attachment_ids: Sequence[str | uuid.UUID],
+) -> None:
+    """Before a send's transaction: check that each of the caller's pending uploads is in the
+    store with its declared size (a HEAD, a network round trip: never made while the send holds
+    row locks) and mark it `uploaded`. VALIDATION_FAILED naming the attachment when it is not;
+    UNAVAILABLE when the store cannot be reached. `claim_for_message` checks again, locked."""
+    ids = _attachment_ids(attachment_ids)
+    if not ids:
+        return
+    async with database.connection() as conn:
+        found = await rows.unlocked(conn, workspace_id, ids)
+    for row in found:
+        mine = row.user_id is None or row.user_id == user_id
+        if row.status != rows.PENDING or row.channel_id != channel_id or not mine:
+            continue  # uploaded already, or refused by the claim with the right reason
+        stored = await blobs.head(row.object_key)
+        if stored is None:
+            raise ValidationFailed(f"attachment {row.id} was never uploaded")
+        if stored.size != row.size:
+            raise ValidationFailed(
+                f"attachment {row.id} has {stored.size} bytes, {row.size} were declared"
+            )
+        async with database.connection() as conn:
+            await rows.mark_uploaded(conn, workspace_id, row.id)
+
+
 async def claim_for_message(
     conn: asyncpg.Connection,
-    blobs: BlobStore,
     workspace_id: uuid.UUID,
     channel_id: str,
     user_id: str | None,
@@ -212,11 +243,9 @@ async def claim_for_message(
     the order given.
 
     Each must exist in this workspace and channel, have been uploaded by `user_id` (or by the
-    backend itself), not be attached to another message, and be in the store with exactly its
-    declared size (checked here with a HEAD, once: afterwards it is `uploaded`). Anything else
-    is VALIDATION_FAILED naming the attachment; a store that cannot be reached is UNAVAILABLE.
-    Call it before the send touches the channel row: the HEAD is a network round trip, and
-    only the attachment rows should be locked while it runs.
+    backend itself), not be attached to another message, and have been seen in the store by
+    `verify_uploads` (status `uploaded`). Anything else is VALIDATION_FAILED naming the
+    attachment. No network call: only the attachment rows are locked, in id order.
     """
     ids = _attachment_ids(attachment_ids)
     if not ids:
@@ -235,13 +264,7 @@ async def claim_for_message(
                 continue
             raise ValidationFailed(f"attachment {attachment_id} belongs to another message")
         if row.status != rows.UPLOADED:
-            stored = await blobs.head(row.object_key)
-            if stored is None:
-                raise ValidationFailed(f"attachment {attachment_id} was never uploaded")
-            if stored.size != row.size:
-                raise ValidationFailed(
-                    f"attachment {attachment_id} has {stored.size} bytes, {row.size} were declared"
-                )
+            raise ValidationFailed(f"attachment {attachment_id} was never uploaded")
         refs.append(ref_of(row))
     await rows.mark_referenced(conn, workspace_id, ids, message_id)
     return refs

@@ -76,10 +76,15 @@ def channel_view(row: rows.ChannelRow, members: list[rows.MemberRow] | None = No
 
 
 def _shared(view: ChannelView, *, with_members: bool) -> dict[str, Any]:
-    """A channel for an event payload: without the acting user's own unread count."""
+    """A channel for an event payload: without the acting user's own unread count, and without
+    its last message (events never copy a message's content: it could be edited or deleted
+    later, see domain/events.py)."""
     return to_payload(
         msgspec.structs.replace(
-            view, unread_count=0, members=view.members if with_members else None
+            view,
+            unread_count=0,
+            members=view.members if with_members else None,
+            last_message=None,
         )
     )
 

@@ -16,7 +16,7 @@ from cariosan.db import events as event_rows
 from cariosan.db import realtime as live_rows
 from cariosan.db.events import EventRow
 from cariosan.db.pool import Database
-from cariosan.domain import tokens
+from cariosan.domain import events, tokens
 from cariosan.domain.auth import Caller, authenticate
 from cariosan.domain.workspaces import SECRET_PREFIX
 from cariosan.errors import Unauthorized
@@ -89,12 +89,25 @@ async def open_stream(database: Database, workspace_id: uuid.UUID) -> tuple[int,
     return latest, Audience.from_rows(rows)
 
 
+@dataclass(frozen=True)
+class StreamPage:
+    # The events to fan out, each message in its current form (see domain/events.py).
+    events: list[EventRow]
+    # The stream's position after this page (events whose message is gone are skipped).
+    last_seq: int
+    # The page was full: more may follow at once.
+    full: bool
+
+
 async def read_stream(
     database: Database, workspace_id: uuid.UUID, after_seq: int, limit: int = STREAM_PAGE
-) -> list[EventRow]:
-    """The workspace's finished events after `after_seq`, in order (never one below it later)."""
+) -> StreamPage:
+    """The workspace's published events after `after_seq`, in order (never one below it
+    later)."""
     async with database.connection() as conn:
-        return await event_rows.events_for_workspace(conn, workspace_id, after_seq, limit)
+        found = await event_rows.events_for_workspace(conn, workspace_id, after_seq, limit)
+        resolved = await events.resolve(conn, workspace_id, found)
+    return StreamPage(resolved, found[-1].seq if found else after_seq, len(found) == limit)
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ def message_view(row: rows.MessageRow) -> MessageView:
 
 
 def shared_payload(row: rows.MessageRow) -> dict[str, Any]:
-    """A message for an event every member receives: no one's own reactions in it."""
+    """A message for an event every member receives: no one's own reactions in it. Events store
+    only the message's id; reads put this in (domain/events.resolve)."""
     view = message_view(row)
     view.own_reactions = []
     return {"message": to_payload(view)}
@@ -176,6 +177,10 @@ async def post_message(
     mentions = _valid_mentions(draft.mentions)
     _valid_data(draft.data)
     await check_message(store, limits, caller)
+    # The store is asked first: no network call while the send holds row locks.
+    await attachments.verify_uploads(
+        database, blobs, caller.workspace_id, channel_id, caller.user_id, draft.attachment_ids
+    )
 
     async with database.transaction() as conn:
         access = await channel_access(conn, caller, channel_id)
@@ -188,10 +193,9 @@ async def post_message(
             missing = [m for m in mentions if m not in found]
             if missing:
                 raise ValidationFailed(f"mentioned users are not members: {', '.join(missing)}")
-        # Before the channel row is touched: checking an upload is a round trip to the store.
+        # Before the channel row is touched, so that its lock is held the shortest time.
         files = await attachments.claim_for_message(
             conn,
-            blobs,
             caller.workspace_id,
             channel_id,
             caller.user_id,
@@ -214,7 +218,13 @@ async def post_message(
             return await _original(conn, caller, channel_id, message_id), False
         row = replace(row, attachments=[to_payload(f) for f in files])
         await append_event(
-            conn, caller.workspace_id, "message.new", shared_payload(row), channel_id=channel_id
+            conn,
+            caller.workspace_id,
+            "message.new",
+            {},
+            channel_id=channel_id,
+            message_id=row.id,
+            actor_id=user_id,
         )
         if parent_id is not None:
             await rows.count_reply(conn, caller.workspace_id, parent_id)
@@ -377,8 +387,10 @@ async def edit_message(
             conn,
             caller.workspace_id,
             "message.updated",
-            shared_payload(edited),
+            {},
             channel_id=access.channel_id,
+            message_id=edited.id,
+            actor_id=edited.user_id,
         )
     return message_view(edited)
 
@@ -400,6 +412,8 @@ async def delete_message(database: Database, caller: Caller, message_id: str) ->
             conn,
             caller.workspace_id,
             "message.deleted",
-            shared_payload(deleted),
+            {},
             channel_id=access.channel_id,
+            message_id=deleted.id,
+            actor_id=deleted.user_id,
         )

@@ -8,7 +8,7 @@ from cariosan.db import messages as rows
 from cariosan.db.events import append_event
 from cariosan.db.pool import Database
 from cariosan.domain.auth import Caller
-from cariosan.domain.messages import message_access, message_view, shared_payload
+from cariosan.domain.messages import message_access, message_view
 from cariosan.domain.views import MessageView
 from cariosan.errors import NotFound, ValidationFailed
 
@@ -49,9 +49,10 @@ async def add_reaction(
                         "type": type,
                         "created_at": added_at.isoformat().replace("+00:00", "Z"),
                     },
-                    **shared_payload(changed),
                 },
                 channel_id=access.channel_id,
+                message_id=row.id,
+                actor_id=user_id,
             )
     return message_view(changed)
 
@@ -77,8 +78,9 @@ async def remove_reaction(
                 "reaction.deleted",
                 {
                     "reaction": {"message_id": str(row.id), "user_id": user_id, "type": type},
-                    **shared_payload(changed),
                 },
                 channel_id=access.channel_id,
+                message_id=row.id,
+                actor_id=user_id,
             )
     return message_view(changed)

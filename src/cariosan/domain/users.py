@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from cariosan.db import events as event_rows
 from cariosan.db import users as rows
 from cariosan.db.pool import Database
 from cariosan.domain import tokens
@@ -63,6 +64,9 @@ async def delete_user(database: Database, workspace_id: uuid.UUID, user_id: str,
     async with database.transaction() as conn:
         if mode == "hard":
             found = await rows.hard_delete_user(conn, workspace_id, user_id)
+            # Events about the user's messages resolve to nothing once the messages are gone;
+            # those it caused or that name it go with it.
+            await event_rows.remove_events_of_user(conn, workspace_id, user_id)
         else:
             found = await rows.anonymize_user(conn, workspace_id, user_id)
     if not found:

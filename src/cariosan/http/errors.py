@@ -20,6 +20,7 @@ _STATUS_OF_CODE = {
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
     "CONFLICT": 409,
+    "EVENTS_EXPIRED": 410,
     "PAYLOAD_TOO_LARGE": 413,
     "VALIDATION_FAILED": 422,
     "RATE_LIMITED": 429,
@@ -79,7 +80,11 @@ def handle_cariosan_error(
                     "X-RateLimit-Reset": retry_after,
                 }
             )
-    return error_response(request, exc.code, exc.message, headers)
+    response = error_response(request, exc.code, exc.message, headers)
+    if isinstance(exc, errors.EventsExpired):
+        # Where the client continues once it has refetched channels and history.
+        response.content["error"]["latest_seq"] = exc.latest_seq
+    return response
 
 
 def _validation_message(exc: HTTPException) -> str:

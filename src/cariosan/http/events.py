@@ -17,6 +17,9 @@ from cariosan.services import Services
 class EventPage(msgspec.Struct):
     events: list[dict[str, Any]]
     latest_seq: int
+    # More events follow: ask again with `after_seq=latest_seq` (a page also ends early when
+    # it reaches the byte budget, CARIOS_EVENTS_PAGE_BYTES).
+    has_more: bool
 
 
 @get("/v1/events", tags=["events"])
@@ -26,9 +29,14 @@ async def list_events(
     after_seq: FromQuery[int] = 0,
     limit: FromQuery[int] = 100,
 ) -> EventPage:
-    """Persisted events after `after_seq`, oldest first; resume from `latest_seq`."""
-    page, latest = await events.events_since(services.db, caller, after_seq, limit)
-    return EventPage(events=page, latest_seq=latest)
+    """Persisted events after `after_seq`, oldest first; resume from `latest_seq`.
+
+    `410 EVENTS_EXPIRED` when `after_seq` is older than the kept log: refetch channels and
+    history, then continue from the error's `latest_seq`."""
+    page = await events.events_since(
+        services.db, caller, after_seq, limit, services.settings.limits.events_page_bytes
+    )
+    return EventPage(events=page.events, latest_seq=page.latest_seq, has_more=page.has_more)
 
 
 ROUTES = [list_events]

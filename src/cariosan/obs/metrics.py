@@ -87,6 +87,17 @@ class Metrics:
             "Age of the oldest pending webhook delivery (0 when none is pending).",
             registry=self.registry,
         )
+        self.events_sequenced = Counter(
+            "cariosan_events_sequenced",
+            "Events this process gave their public seq to (the sequencer).",
+            registry=self.registry,
+        )
+        self.events_trimmed = Counter(
+            "cariosan_events_trimmed",
+            "Events and finished webhook deliveries removed by the retention job.",
+            ["kind"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,8 +19,8 @@ from litestar.exceptions import WebSocketDisconnect
 
 from cariosan.domain import live
 from cariosan.domain import typing as typing_rules
-from cariosan.domain.events import MAX_PAGE, events_since
-from cariosan.errors import CariosanError, Unauthorized
+from cariosan.domain.events import MAX_PAGE, MAX_SEQ, encode, events_since
+from cariosan.errors import CariosanError, EventsExpired, Unauthorized
 from cariosan.obs.logging import get_logger
 from cariosan.realtime.connection import (
     RATE_LIMITED,
@@ -28,7 +28,6 @@ from cariosan.realtime.connection import (
     UNAUTHORIZED,
     LiveConnection,
 )
-from cariosan.realtime.hub import encode
 from cariosan.services import Services
 
 log = get_logger("cariosan.realtime")
@@ -141,8 +140,10 @@ class Session:
             self.connection.send_frame('{"type":"pong"}')
         elif kind == "resume":
             after = frame.get("after_seq")
-            if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-                self._error("VALIDATION_FAILED", "after_seq must be an integer, 0 or more")
+            if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_SEQ:
+                self._error(
+                    "VALIDATION_FAILED", f"after_seq must be an integer from 0 to {MAX_SEQ}"
+                )
                 return
             await self._resume(after)
         elif kind in ("typing.start", "typing.stop"):
@@ -166,19 +167,27 @@ class Session:
     async def _resume(self, after_seq: int) -> None:
         caller = self.user.caller
         database = self.services.db
+        page_bytes = self.services.settings.limits.events_page_bytes
 
         async def pages(after: int) -> AsyncIterator[list[tuple[int, str]]]:
             while True:
-                events, _ = await events_since(database, caller, after, MAX_PAGE)
-                if events:
-                    yield [(int(e["seq"]), encode(e)) for e in events]
-                    after = int(events[-1]["seq"])
-                if len(events) < MAX_PAGE:
+                page = await events_since(database, caller, after, MAX_PAGE, page_bytes)
+                if page.events:
+                    yield [(int(e["seq"]), t) for e, t in zip(page.events, page.texts, strict=True)]
+                after = page.latest_seq
+                if not page.has_more:
                     return
 
         self._resuming = True
         try:
-            await self.connection.replay(after_seq, pages)
+            try:
+                await self.connection.replay(after_seq, pages)
+            except EventsExpired as exc:
+                # Too far behind the kept log: the client refetches state and goes on from here.
+                self.connection.send_frame(
+                    encode({"type": "resync.required", "latest_seq": exc.latest_seq})
+                )
+                await self.connection.replay(exc.latest_seq, pages)
         except CariosanError as exc:
             log.warning("ws_resume_failed", error=exc.code)
             self.connection.close(TRY_AGAIN_LATER, "catch-up failed: reconnect and resume")

@@ -1,8 +1,8 @@
 """The live hub of one server process: a dispatcher per workspace with connected users.
 
-A dispatcher keeps a cursor into its workspace's event log and, on each wake-up (a notice
-after a commit, from this process or another through the bus) or every `POLL_SECONDS`, reads
-the new events with the gap-free reader: one query per wake-up per workspace, however many
+A dispatcher keeps a cursor into its workspace's event log and, on each wake-up (a notice from
+a sequencer that numbered new events, in this process or another through the bus) or every
+`POLL_SECONDS`, reads the new events: one page per wake-up per workspace, however many
 connections. Each event is encoded once and handed to the local connections of its audience
 (domain/live.py decides who). Live delivery and catch-up read the same log, so a lost notice
 only delays an event, never loses it.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any
 from cariosan.db.events import EventRow
 from cariosan.db.pool import Database
 from cariosan.domain import live
-from cariosan.domain.events import wire_event
+from cariosan.domain.events import encode, wire_event
 from cariosan.obs.logging import get_logger
 from cariosan.obs.metrics import Metrics
 from cariosan.realtime.bus import Bus
@@ -32,10 +31,6 @@ log = get_logger("cariosan.realtime")
 POLL_SECONDS = 1.0
 # A workspace's dispatcher stops this long after its last connection left.
 LINGER_SECONDS = 30.0
-
-
-def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), default=str)
 
 
 class Dispatcher:
@@ -106,11 +101,13 @@ class Dispatcher:
     async def pump(self) -> None:
         """Fan out every event after the cursor, page by page, in order."""
         while True:
-            page = self.hub.page_size
-            rows = await live.read_stream(self.hub.database(), self.workspace_id, self.cursor, page)
-            for row in rows:
+            page = await live.read_stream(
+                self.hub.database(), self.workspace_id, self.cursor, self.hub.page_size
+            )
+            for row in page.events:
                 self.fan_out(row)
-            if len(rows) < page:
+            self.cursor = max(self.cursor, page.last_seq)
+            if not page.full:
                 return
 
     def fan_out(self, row: EventRow) -> None:
@@ -167,10 +164,6 @@ class Hub:
 
     def start(self) -> None:
         self.bus.start(self.wake, self.on_ephemeral, self.wake_all)
-
-    def on_commit(self, workspace_ids: set[uuid.UUID]) -> None:
-        """Database hook: a transaction that appended events of these workspaces committed."""
-        self.bus.notify_events(workspace_ids)
 
     def wake(self, workspace_id: uuid.UUID) -> None:
         dispatcher = self.dispatchers.get(workspace_id)

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -25,6 +26,7 @@ from cariosan import __version__
 from cariosan.config import Settings
 from cariosan.db import webhooks as rows
 from cariosan.db.pool import Database
+from cariosan.domain.events import webhook_bodies
 from cariosan.obs.logging import get_logger
 from cariosan.obs.metrics import Metrics
 from cariosan.webhooks import signing
@@ -35,6 +37,7 @@ log = get_logger("cariosan.webhooks")
 JITTER = 0.1
 MAX_RETRY_AFTER = 24 * 3600.0
 MAX_ERROR = 500
+GONE = "not sent: the event is no longer in the log (its content was deleted, or it was trimmed)"
 STATS_EVERY = 5.0
 
 
@@ -149,6 +152,11 @@ class WebhookWorker:
                     log.warning("webhook_worker_db_error", error=exc.__class__.__name__)
                 await asyncio.sleep(min(0.5 * failures, 5.0))
                 continue
+            try:
+                claimed = await self._with_bodies(claimed)
+            except Exception as exc:  # the database went away: the leases run out, retried
+                log.warning("webhook_worker_db_error", error=exc.__class__.__name__)
+                claimed = []
             for claim in claimed:
                 self._busy[claim.endpoint_id] += 1
                 task = asyncio.create_task(self.deliver(claim))
@@ -159,6 +167,28 @@ class WebhookWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._signal.wait(), timeout=self.poll_interval)
             await asyncio.sleep(0.01)  # let attempts finishing together share one claim
+
+    async def _with_bodies(self, claimed: list[rows.Claim]) -> list[rows.Claim]:
+        """Make the body of each claim from its event as reads show it now (so a message
+        edited or deleted before delivery is sent in its current form); a claim whose event
+        is gone is recorded as failed and dropped."""
+        wanted = [(c.workspace_id, c.seq) for c in claimed if not c.body]
+        if not wanted:
+            return claimed
+        bodies = await webhook_bodies(self.database, wanted)
+        ready: list[rows.Claim] = []
+        for claim in claimed:
+            if claim.body:
+                ready.append(claim)
+            elif (body := bodies.get((claim.workspace_id, claim.seq))) is not None:
+                ready.append(replace(claim, body=body))
+            else:
+                async with self.database.connection() as conn:
+                    await rows.record_attempt(
+                        conn, claim, status="failed", status_code=None, error=GONE
+                    )
+                self.metrics.webhook_deliveries.labels("failed").inc()
+        return ready
 
     def _finished(self, endpoint_id: uuid.UUID, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

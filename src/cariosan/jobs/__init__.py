@@ -1,0 +1,1 @@
+"""Background jobs every server process runs: numbering the event log, trimming it."""
