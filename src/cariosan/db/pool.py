@@ -147,8 +147,13 @@ class Database:
                 min_size=min_size,
                 max_size=max_size,
                 command_timeout=60,
-                # How `cariosan restore` recognises a live server (pg_stat_activity).
-                server_settings={"application_name": SERVER_APPLICATION_NAME},
+                server_settings={
+                    # How `cariosan restore` recognises a live server (pg_stat_activity).
+                    "application_name": SERVER_APPLICATION_NAME,
+                    # Short OLTP statements: compiling a plan with JIT costs more than it saves
+                    # (tens of ms on a query whose estimate is big, e.g. over 1,000 channels).
+                    "jit": "off",
+                },
             )
         except _UNAVAILABLE as exc:
             raise Unavailable(f"PostgreSQL is unavailable: {_reason(exc)}") from exc

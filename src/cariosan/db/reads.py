@@ -19,16 +19,19 @@ UNREAD_COUNT_SQL = f"""
         SELECT count(*) FROM (
             SELECT 1 FROM messages u
             WHERE u.workspace_id = c.workspace_id AND u.channel_id = c.id
-              AND u.parent_id IS NULL AND u.deleted_at IS NULL AND u.user_id <> me.user_id
-              AND (me.last_read_at IS NULL OR (u.created_at, u.id) > (
+              AND u.parent_id IS NULL
+              -- One bound, no OR: the channel index walks from the read position on.
+              AND (u.created_at, u.id) > (
                   coalesce(
                       (SELECT r.created_at FROM messages r
                        WHERE r.workspace_id = me.workspace_id
                          AND r.id = me.last_read_message_id),
-                      me.last_read_at
+                      me.last_read_at,
+                      '-infinity'::timestamptz
                   ),
                   coalesce(me.last_read_message_id, '00000000-0000-0000-0000-000000000000'::uuid)
-              ))
+              )
+              AND u.deleted_at IS NULL AND u.user_id <> me.user_id
             ORDER BY u.created_at, u.id
             LIMIT {UNREAD_CAP}
         ) unread

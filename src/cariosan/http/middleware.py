@@ -60,6 +60,10 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
+                # The server's own time up to the response (W3C Server-Timing): what a client
+                # or a benchmark can tell apart from the network.
+                spent = (time.perf_counter() - started) * 1000
+                headers.append((b"server-timing", f"app;dur={spent:.2f}".encode()))
                 window = scope.get(RATE_LIMIT_KEY)
                 if isinstance(window, WindowState):
                     headers.extend(
