@@ -18,6 +18,7 @@ from cariosan.http import (
     attachments,
     auth,
     channels,
+    demo,
     docs,
     events,
     health,
@@ -73,7 +74,8 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
 
     app = Litestar(
         route_handlers=[
-            *home.ROUTES,
+            # `cariosan dev` serves its demo chat app at /; `serve` a page pointing to /docs.
+            *(demo.ROUTES if services.settings.demo_workspace_id else home.ROUTES),
             *health.ROUTES,
             *openapi.ROUTES,
             *users.ROUTES,
