@@ -22,11 +22,11 @@ def node() -> str:
     return found
 
 
-async def run(*args: str, env: dict[str, str] | None = None) -> str:
-    """Run a command in sdk/js; its output, or a failure that shows it."""
+async def run(*args: str, env: dict[str, str] | None = None, cwd: Path = SDK) -> str:
+    """Run a command (in sdk/js by default); its output, or a failure that shows it."""
     process = await asyncio.create_subprocess_exec(
         *args,
-        cwd=SDK,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
