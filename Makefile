@@ -12,7 +12,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
-dev: $(STAMP)
+# The demo chat app at / of `cariosan dev` is built from sdk/js (TypeScript) into the Python
+# package, which ships the built file: rebuilt here when its sources changed and Node is present.
+DEMO_BUNDLE := src/cariosan/http/demo/app.js
+DEMO_SOURCES := $(wildcard sdk/js/demo/*.ts sdk/js/demo/build.mjs sdk/js/src/*.ts)
+
+$(DEMO_BUNDLE): $(DEMO_SOURCES) sdk/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd sdk/js && { test -f node_modules/.package-lock.json || npm ci --no-audit --no-fund; } \
+	  && npm run --silent build:demo; \
+	else echo "Node.js not found: serving the demo app as committed ($(DEMO_BUNDLE))"; fi
+	@touch $(DEMO_BUNDLE)
+
+dev: $(STAMP) $(DEMO_BUNDLE)
 	$(BIN)/cariosan dev
 
 lint: $(STAMP)

@@ -90,6 +90,9 @@ class Settings:
     retention_interval_seconds: float = 300.0
     # Standard OTEL_* variables, kept as given so the exporter reads them the standard way.
     otel: Mapping[str, str] = field(default_factory=dict)
+    # `cariosan dev` only (never from the environment): the workspace whose users the demo chat
+    # app at `/` signs in, through an endpoint that hands out their tokens. None: no demo.
+    demo_workspace_id: str | None = None
 
     @property
     def tracing_enabled(self) -> bool:

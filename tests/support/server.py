@@ -55,8 +55,10 @@ async def start_server(
     *,
     tracer_provider: TracerProvider | None = None,
     wait_for_ready: bool = True,
+    port: int | None = None,
 ) -> AsyncIterator[RunningServer]:
-    port = free_port()
+    """Serve on `port` (a free one when None: give the same one again to restart a server)."""
+    port = port or free_port()
     # public_url too: the local attachment store signs URLs that point at this server.
     services = Services(
         settings.with_overrides(port=port, public_url=f"http://127.0.0.1:{port}"),

@@ -109,6 +109,14 @@ def _run_once(workdir: Path, user: str) -> tuple[str, str]:
             headers={"Authorization": f"Bearer {secret.group(1)}"},
         )
         assert upserted.status_code == 200, "the printed API secret must work"
+        # Dev mode only: the demo chat app at /, and the endpoint that signs its users in.
+        assert 'data-testid="channel-list"' in httpx.get(url + "/").text
+        assert "text/javascript" in httpx.get(url + "/demo/app.js").headers["content-type"]
+        minted = httpx.post(url + "/demo/token", json={"user_id": "probe"})
+        assert minted.status_code == 200
+        token = minted.json()["token"]
+        me = httpx.get(url + "/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.json()["user"]["id"] == "probe"
         # Ctrl-C sends SIGINT to the terminal's whole foreground process group.
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=60)

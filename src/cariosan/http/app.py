@@ -10,7 +10,6 @@ from typing import Any
 from litestar import Litestar
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
 from cariosan import __version__
@@ -19,8 +18,11 @@ from cariosan.http import (
     attachments,
     auth,
     channels,
+    demo,
+    docs,
     events,
     health,
+    home,
     messages,
     middleware,
     openapi,
@@ -72,6 +74,8 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
 
     app = Litestar(
         route_handlers=[
+            # `cariosan dev` serves its demo chat app at /; `serve` a page pointing to /docs.
+            *(demo.ROUTES if services.settings.demo_workspace_id else home.ROUTES),
             *health.ROUTES,
             *openapi.ROUTES,
             *users.ROUTES,
@@ -99,9 +103,10 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
         openapi_config=OpenAPIConfig(
             title="Cariosan",
             version=__version__,
-            # The docs UI lives at /docs; the schema at /openapi.json (see http/openapi.py).
+            # The docs UI lives at /docs, with its assets, and loads /openapi.json (see
+            # http/openapi.py): nothing comes from outside (http/docs.py).
             path="/docs",
-            render_plugins=[SwaggerRenderPlugin(path="/")],
+            render_plugins=[docs.OfflineSwaggerPlugin()],
         ),
         logging_config=None,
         debug=False,

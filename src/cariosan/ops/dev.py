@@ -87,6 +87,7 @@ def banner(url: str, credentials: DevCredentials, data_dir: Path) -> str:
             "",
             "Cariosan is running in embedded mode (everything in one process).",
             f"  URL           {url}",
+            f"  demo chat     {url}/?user=alice  (and {url}/?user=bob in another window)",
             f"  workspace id  {credentials.workspace_id}",
             f"  API secret    {credentials.api_secret}",
             f"  data          {data_dir.resolve()}",
@@ -131,6 +132,8 @@ def run(settings: Settings, *, data_dir: Path, host: str, port: int) -> None:
             webhook_allow_private=True,
         )
         credentials = asyncio.run(prepare(dev_settings, data_dir, admin_dsn))
+        # The demo chat app at / signs in users of the default workspace (dev mode only).
+        dev_settings = dev_settings.with_overrides(demo_workspace_id=credentials.workspace_id)
         print(banner(dev_settings.public_url, credentials, data_dir), flush=True)
         server.run(dev_settings)
     finally:
