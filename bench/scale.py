@@ -3,7 +3,7 @@
 Starts its own `cariosan serve` against a database it creates, fills it (bench/datagen.py:
 channels and users through the API, messages and their events in bulk), then times each read
 path with sequential requests on one keep-alive connection (so each figure is the server's time
-plus one loopback round trip):
+plus one loopback round trip; the server's own time comes from its `Server-Timing` header):
 
 - catch-up (`GET /v1/events?limit=100`) for a user in 2 of the 1,000 channels, from positions
   spread over the log; the same with nothing new; a page of 100 for a user in all channels;
@@ -35,10 +35,25 @@ from bench.harness import Deployment, deployment, make_users
 Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
 
 
-async def timed(url: str, token: str, requests: int, request: Request) -> tuple[float, float]:
-    """p50 and p99 in ms of `requests` sequential calls (after a few unmeasured ones)."""
+def server_ms(response: httpx.Response) -> float:
+    """The server's own time for a response, from its `Server-Timing: app;dur=...` header."""
+    timing = response.headers.get("server-timing", "")
+    return float(timing.partition("dur=")[2] or "nan")
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+async def timed(
+    url: str, token: str, requests: int, request: Request
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(p50, p99) in ms at the server and at the client, of `requests` sequential calls (after
+    a few unmeasured ones)."""
     headers = {"Authorization": f"Bearer {token}"}
     took: list[float] = []
+    spent: list[float] = []
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
         for n in range(-5, requests):
             began = time.perf_counter()
@@ -50,8 +65,8 @@ async def timed(url: str, token: str, requests: int, request: Request) -> tuple[
                 )
             if n >= 0:
                 took.append(elapsed * 1000)
-    took.sort()
-    return took[len(took) // 2], took[min(len(took) - 1, int(len(took) * 0.99))]
+                spent.append(server_ms(response))
+    return percentiles(spent), percentiles(took)
 
 
 async def small_workspace(where: Deployment) -> tuple[str, str]:
@@ -173,10 +188,11 @@ async def run(args: argparse.Namespace, where: Deployment) -> None:
         f"\ndata: {counts['messages']:,} messages, {counts['events']:,} events, "
         f"{args.channels:,} channels; {args.requests} sequential requests per path\n"
     )
-    print(f"{'read path':<56} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'':<56} {'at the server':>17} {'at the client':>17}")
+    print(f"{'read path':<56} {'p50 ms':>8} {'p99 ms':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, token, request in paths:
-        p50, p99 = await timed(where.url, token, args.requests, request)
-        print(f"{name:<56} {p50:>8.2f} {p99:>8.2f}", flush=True)
+        (p50, p99), (c50, c99) = await timed(where.url, token, args.requests, request)
+        print(f"{name:<56} {p50:>8.2f} {p99:>8.2f} {c50:>8.2f} {c99:>8.2f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
