@@ -68,9 +68,6 @@ class Audience:
         found.discard(user_id)
         return found
 
-    def is_member(self, channel_id: str, user_id: str) -> bool:
-        return user_id in self.members.get(channel_id, ())
-
 
 def _channel_members(payload: dict[str, Any]) -> set[str]:
     channel = payload.get("channel")

@@ -232,13 +232,6 @@ class Hub:
         if self.dispatchers.get(dispatcher.workspace_id) is dispatcher:
             del self.dispatchers[dispatcher.workspace_id]
 
-    def is_member(self, workspace_id: uuid.UUID, channel_id: str, user_id: str) -> bool | None:
-        """Membership as the live stream knows it, or None when this process does not track it."""
-        dispatcher = self.dispatchers.get(workspace_id)
-        if dispatcher is None or not dispatcher.ready.is_set():
-            return None
-        return dispatcher.audience.is_member(channel_id, user_id)
-
     async def close_connections(self, wait_seconds: float = 3.0) -> None:
         """Ask every connection to close (clients reconnect elsewhere and resume); wait a bit."""
         for connection in list(self.connections):
