@@ -53,8 +53,11 @@ async def admin(dsn: str, statement: str) -> None:
 
 
 @contextmanager
-def deployment(*, workers: int = 1, redis: bool = False) -> Iterator[Deployment]:
-    """A server (with `--workers`), a fresh database and a workspace; gone afterwards."""
+def deployment(
+    *, workers: int = 1, redis: bool = False, keep_database: bool = False
+) -> Iterator[Deployment]:
+    """A server (with `--workers`), a fresh database and a workspace; gone afterwards (the
+    database stays, for a look at query plans, with `keep_database`)."""
     postgres = provide_postgres()
     redis_service = provide_redis() if redis else None
     name = f"cariosan_bench_{uuid.uuid4().hex[:10]}"
@@ -81,7 +84,10 @@ def deployment(*, workers: int = 1, redis: bool = False) -> Iterator[Deployment]
                     server.url, dsn, workspace["api_secret"], uuid.UUID(workspace["id"]), redis
                 )
     finally:
-        asyncio.run(admin(postgres.dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if keep_database:
+            print(f'kept database {name} (drop it with: DROP DATABASE "{name}")')
+        else:
+            asyncio.run(admin(postgres.dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         if redis_service is not None:
             redis_service.close()
         postgres.close()

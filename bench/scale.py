@@ -200,8 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--channels", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=200, help="per read path")
+    parser.add_argument(
+        "--keep-database", action="store_true", help="leave the filled database (query plans)"
+    )
     args = parser.parse_args(argv)
-    with deployment() as where:
+    with deployment(keep_database=args.keep_database) as where:
         asyncio.run(run(args, where))
     return 0
 
