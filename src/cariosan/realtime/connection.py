@@ -18,6 +18,7 @@ UNAUTHORIZED = 4001
 RATE_LIMITED = 4008
 TOO_SLOW = 4009
 GOING_AWAY = 1001
+INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 
 # Pages of (seq, wire JSON) after a seq, oldest first, until caught up.

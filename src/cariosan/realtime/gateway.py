@@ -20,9 +20,11 @@ from litestar.exceptions import WebSocketDisconnect
 from cariosan.domain import live
 from cariosan.domain import typing as typing_rules
 from cariosan.domain.events import MAX_PAGE, events_since
+from cariosan.domain.ids import MAX_SEQ
 from cariosan.errors import CariosanError, Unauthorized
 from cariosan.obs.logging import get_logger
 from cariosan.realtime.connection import (
+    INTERNAL_ERROR,
     RATE_LIMITED,
     TRY_AGAIN_LATER,
     UNAUTHORIZED,
@@ -125,6 +127,10 @@ class Session:
                     connection.release()
         except (WebSocketDisconnect, OSError, RuntimeError):
             connection.close(1000, "")
+        except Exception:
+            # Never a socket left open and deaf: the client reconnects and resumes.
+            log.exception("ws_receive_failed", user_id=self.user.user_id)
+            connection.close(INTERNAL_ERROR, "internal error: reconnect and resume")
 
     _resuming = False
 
@@ -134,15 +140,17 @@ class Session:
                 raise ValueError("frame too large")
             frame = json.loads(raw)
             kind = frame["type"]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             self._error("VALIDATION_FAILED", "frames are JSON objects with a 'type'")
             return
         if kind == "ping":
             self.connection.send_frame('{"type":"pong"}')
         elif kind == "resume":
             after = frame.get("after_seq")
-            if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-                self._error("VALIDATION_FAILED", "after_seq must be an integer, 0 or more")
+            if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_SEQ:
+                self._error(
+                    "VALIDATION_FAILED", f"after_seq must be an integer from 0 to {MAX_SEQ}"
+                )
                 return
             await self._resume(after)
         elif kind in ("typing.start", "typing.stop"):
