@@ -20,10 +20,12 @@ from cariosan.db import schema
 from cariosan.db.bootstrap import prepare_database
 from cariosan.db.pool import Database, DatabaseUnreachable
 from cariosan.domain.attachments import CleanupJob
+from cariosan.domain.ratelimit import AuthFailures
 from cariosan.ephemeral import EphemeralStore, open_ephemeral
 from cariosan.obs.logging import get_logger
 from cariosan.obs.metrics import Metrics
 from cariosan.realtime.bus import Bus, LocalBus, RedisBus
+from cariosan.realtime.connection import SocketQuota
 from cariosan.realtime.hub import Hub
 from cariosan.realtime.presence import Presence
 from cariosan.realtime.typing import TypingRelay
@@ -55,6 +57,7 @@ class Services:
         self.tracer_provider = tracer_provider
         self.database: Database | None = None
         self.ephemeral: EphemeralStore = open_ephemeral(settings)
+        self.auth_failures = AuthFailures(self.ephemeral, settings.limits)
         self.blobs: BlobStore = open_blobs(settings)
         # Live events: wake-ups and ephemeral frames between processes, the local hub.
         redis_bus = None
@@ -62,6 +65,7 @@ class Services:
             redis_bus = RedisBus(settings.redis_url, settings.redis_prefix)
         self.bus: Bus = redis_bus or LocalBus()
         self.hub = Hub(lambda: self.db, self.bus, self.metrics)
+        self.sockets = SocketQuota(settings.limits.max_sockets_per_user)
         redis_client = redis_bus.client if redis_bus is not None else None
         self.typing = TypingRelay(self.bus, redis_client, settings.redis_prefix)
         node_id = redis_bus.node_id if redis_bus is not None else "local"

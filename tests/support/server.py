@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from cariosan.config import Settings
 from cariosan.http.app import create_app
+from cariosan.server import uvicorn_options
 from cariosan.services import Services
 
 
@@ -64,7 +65,15 @@ async def start_server(
     failures: list[str] = []
     app = create_app(services, on_boot_failure=failures.append)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        # No heartbeats: tests hold stuck sockets for longer than one on a busy machine.
+        **uvicorn_options(services.settings, heartbeat=False),
+        ws_ping_interval=None,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

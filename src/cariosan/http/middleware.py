@@ -61,7 +61,9 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 window = scope.get(RATE_LIMIT_KEY)
-                if isinstance(window, WindowState):
+                # A 429 carries the headers of the window it exceeded already: one set only.
+                has_own = any(name.lower() == b"x-ratelimit-limit" for name, _ in headers)
+                if isinstance(window, WindowState) and not has_own:
                     headers.extend(
                         [
                             (b"x-ratelimit-limit", str(window.window.limit).encode()),
