@@ -169,9 +169,13 @@ class Services:
         ready = True
         if self.database is None or not self.migrated:
             ready = False
+            # The reason (PostgreSQL's words, hosts) is in the log line `boot_failed`, not here:
+            # /readyz is served to anyone who reaches the API port.
             checks["postgres"] = {
                 "status": "error" if self.boot_error else "starting",
-                "detail": self.boot_error or "waiting for PostgreSQL and migrations",
+                "detail": "boot failed: see the server log (boot_failed)"
+                if self.boot_error
+                else "waiting for PostgreSQL and migrations",
             }
         else:
             try:

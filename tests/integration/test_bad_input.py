@@ -206,3 +206,45 @@ async def test_odd_frames_get_an_error_frame_and_the_socket_lives(
             await client.send({"type": "ping"})
             while (reply := await client.next())["type"] != "pong":
                 assert reply["type"] == "error", reply
+
+
+async def test_huge_numbers_anywhere_are_4xx(
+    server: RunningServer, workspace: NewWorkspace, seeded: str
+) -> None:
+    huge = 2**70
+    async with server.client(headers=bearer(workspace.api_secret)) as backend:
+        hook = await backend.post(
+            "/v1/webhooks", json={"url": "https://example.com/h", "events": ["*"]}
+        )
+        assert hook.status_code == 201, hook.text
+        hook_id = hook.json()["id"]
+        calls = [
+            ("POST", "/v1/users/alice/token", {"json": {"ttl_seconds": huge}}),
+            ("POST", "/v1/users/alice/token", {"json": {"ttl_seconds": -huge}}),
+            ("GET", f"/v1/webhooks/{hook_id}/deliveries", {"params": {"limit": str(huge)}}),
+            (
+                "POST",
+                "/v1/attachments",
+                {
+                    "params": {"user_id": "alice"},
+                    "json": {
+                        "channel_id": "general",
+                        "filename": "a.png",
+                        "content_type": "image/png",
+                        "size": huge,
+                    },
+                },
+            ),
+        ]
+        for method, path, options in calls:
+            response = await backend.request(method, path, **options)  # type: ignore[arg-type]
+            assert_client_error(response, "VALIDATION_FAILED", "PAYLOAD_TOO_LARGE")
+    async with server.client(headers=bearer(seeded)) as http:
+        for path in (
+            "/v1/channels",
+            "/v1/channels/general/messages",
+            "/v1/search",
+            "/v1/events",
+        ):
+            response = await http.get(path, params={"limit": str(huge), "q": "hi"})
+            assert_client_error(response, "VALIDATION_FAILED")
