@@ -15,7 +15,7 @@ from cariosan.db import schema
 from cariosan.db.bootstrap import prepare_database
 from cariosan.db.pool import DatabaseUnreachable
 from cariosan.http.app import create_app
-from cariosan.http.protocol import http_protocol
+from cariosan.http.protocol import WORKER_PROTOCOL, http_protocol, set_worker_deadline
 from cariosan.obs.logging import configure_logging, get_logger
 from cariosan.obs.tracing import build_tracer_provider
 from cariosan.services import BootFailed, Services
@@ -25,11 +25,14 @@ from cariosan.services import BootFailed, Services
 WEBSOCKET_HEARTBEAT: dict[str, Any] = {"ws_ping_interval": 20.0, "ws_ping_timeout": 40.0}
 
 
-def uvicorn_options(settings: Settings, *, heartbeat: bool = True) -> dict[str, Any]:
+def uvicorn_options(
+    settings: Settings, *, heartbeat: bool = True, workers: bool = False
+) -> dict[str, Any]:
     """The protocol limits every server process runs with (`serve`, `dev`, workers, tests)."""
+    read_seconds = settings.limits.request_read_seconds
     options: dict[str, Any] = {
         # A request's head and body must arrive in time (slowloris).
-        "http": http_protocol(settings.limits.request_read_seconds),
+        "http": WORKER_PROTOCOL if workers else http_protocol(read_seconds),
         # The WebSocket layer refuses a bigger frame from its header (close 1009), unread.
         "ws_max_size": settings.limits.ws_max_frame_bytes,
         # Frames queued unread per socket (uvicorn's default is 32 of up to ws_max_size).
@@ -100,6 +103,7 @@ def app_factory() -> Any:
     """
     settings = load_settings()
     configure_logging(settings.log_level)
+    set_worker_deadline(settings.limits.request_read_seconds)
     services = Services(settings, tracer_provider=build_tracer_provider(settings.otel))
 
     def stop(reason: str) -> None:
@@ -135,7 +139,7 @@ def run_workers(
         proxy_headers=True,
         server_header=False,
         timeout_graceful_shutdown=10,
-        **uvicorn_options(settings),
+        **uvicorn_options(settings, workers=True),
     )
 
 

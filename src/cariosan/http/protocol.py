@@ -62,3 +62,12 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
 def http_protocol(read_seconds: float) -> type[DeadlineHttpProtocol]:
     """The protocol class for uvicorn's `http` option, with this deadline."""
     return type("CariosanHttpProtocol", (DeadlineHttpProtocol,), {"read_seconds": read_seconds})
+
+
+# `serve --workers N`: uvicorn pickles its config into each worker, so the protocol goes by
+# import path, and each worker sets its deadline from its own settings (server.app_factory).
+WORKER_PROTOCOL = "cariosan.http.protocol:DeadlineHttpProtocol"
+
+
+def set_worker_deadline(read_seconds: float) -> None:
+    DeadlineHttpProtocol.read_seconds = read_seconds
