@@ -29,7 +29,7 @@ def _with_password(dsn: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-async def _live(server: ProcessLike, token: str, secrets: list[str]) -> None:
+async def _live(server: ServerProcess, token: str) -> None:
     ws = server.url.replace("http://", "ws://")
     async with websockets.connect(f"{ws}/v1/ws?token={token}") as by_query:
         assert json.loads(await by_query.recv())["type"] == "connection.ready"
@@ -39,9 +39,6 @@ async def _live(server: ProcessLike, token: str, secrets: list[str]) -> None:
         assert json.loads(await by_header.recv())["type"] == "connection.ready"
         await by_header.send(json.dumps({"type": "resume", "after_seq": 0}))
         await asyncio.sleep(0.2)
-
-
-ProcessLike = ServerProcess
 
 
 def _scenario(server: ServerProcess, api_secret: str, receiver: Receiver) -> list[str]:
@@ -100,7 +97,7 @@ def _scenario(server: ServerProcess, api_secret: str, receiver: Receiver) -> lis
         secrets += parse_qs(urlsplit(download.json()["url"]).query).get("X-Amz-Signature", [])
         assert httpx.get(download.json()["url"]).content == body
 
-    asyncio.run(_live(server, tokens["bob"], secrets))
+    asyncio.run(_live(server, tokens["bob"]))
     deadline = time.monotonic() + 30
     while not receiver.requests() and time.monotonic() < deadline:
         time.sleep(0.1)
