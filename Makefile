@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-install whenever the dependency list or its pinned versions change.
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint clean bench bench-scale
+.PHONY: dev test lint clean bench bench-scale fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Property-based fuzzing with a large budget (not part of `make test`, which runs the same tests
+# with a small one): schemathesis over every operation with both credential kinds, and
+# hypothesis over WebSocket frames. 500 examples per operation and credential: over 30,000 cases.
+FUZZ_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	CARIOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -s --timeout 0 \
+		tests/integration/test_api_schema.py tests/integration/test_ws_fuzz.py
 
 # Load figures (not part of `make test`): WebSocket send-to-receive latency with 1,000 clients.
 bench: $(STAMP)

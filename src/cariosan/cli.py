@@ -82,13 +82,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
-    from cariosan.ops.healthcheck import check, local_url
+    from cariosan.ops.healthcheck import LIVENESS, READINESS, check, local_url
 
     if args.url:
         url = args.url
     else:
         settings = _settings()
-        url = local_url(settings.host, settings.port)
+        url = local_url(settings.host, settings.port, LIVENESS if args.live else READINESS)
     healthy, line = check(url, timeout=args.timeout)
     print(line, file=sys.stdout if healthy else sys.stderr)
     return 0 if healthy else 1
@@ -585,8 +585,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(func=cmd_migrate)
 
-    health = commands.add_parser("healthcheck", help="exit 0 if this host's /healthz answers 200")
-    health.add_argument("--url", help="check this URL instead of the local server's /healthz")
+    health = commands.add_parser(
+        "healthcheck", help="exit 0 if this host's server is ready (/readyz answers 200)"
+    )
+    health.add_argument(
+        "--live",
+        action="store_true",
+        help="check liveness (/healthz: the process answers) instead of readiness",
+    )
+    health.add_argument("--url", help="check this URL instead of the local server's")
     health.add_argument("--timeout", type=float, default=3.0)
     health.set_defaults(func=cmd_healthcheck)
 

@@ -46,6 +46,17 @@ class Limits:
     # A page of events (`GET /v1/events`, a WebSocket `resume`) ends early, with `has_more`,
     # rather than grow past this many bytes of JSON.
     events_page_bytes: int = 1024 * 1024
+    # The `data` object of a user, channel or message, as compact JSON (Stream allows 5 KiB).
+    max_data_bytes: int = 5 * 1024
+    # The largest WebSocket frame a client may send; the protocol layer refuses a bigger one
+    # (close 1009) from its header, before reading it.
+    ws_max_frame_bytes: int = 16 * 1024
+    # Open WebSockets per user on one server process; one more is refused with close 4029.
+    max_sockets_per_user: int = 20
+    # Failed authentications (bad secret, forged or expired token) per client address.
+    auth_failures_per_minute: int = 60
+    # A request's head and body must arrive within this many seconds (slow clients: 408).
+    request_read_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -292,6 +303,19 @@ def load_settings(
         ),
         events_page_bytes=_int(
             env, "CARIOS_EVENTS_PAGE_BYTES", defaults.events_page_bytes, minimum=4096
+        ),
+        max_data_bytes=_int(env, "CARIOS_MAX_DATA_BYTES", defaults.max_data_bytes),
+        ws_max_frame_bytes=_int(
+            env, "CARIOS_WS_MAX_FRAME_BYTES", defaults.ws_max_frame_bytes, minimum=1024
+        ),
+        max_sockets_per_user=_int(
+            env, "CARIOS_MAX_SOCKETS_PER_USER", defaults.max_sockets_per_user
+        ),
+        auth_failures_per_minute=_int(
+            env, "CARIOS_RATE_AUTH_FAILURES_PER_MINUTE", defaults.auth_failures_per_minute
+        ),
+        request_read_seconds=float(
+            _int(env, "CARIOS_REQUEST_READ_SECONDS", int(defaults.request_read_seconds))
         ),
     )
 

@@ -15,6 +15,7 @@ from cariosan.db import schema
 from cariosan.db.bootstrap import prepare_database
 from cariosan.db.pool import DatabaseUnreachable
 from cariosan.http.app import create_app
+from cariosan.http.protocol import WORKER_PROTOCOL, http_protocol, set_worker_deadline
 from cariosan.obs.logging import configure_logging, get_logger
 from cariosan.obs.tracing import build_tracer_provider
 from cariosan.services import BootFailed, Services
@@ -22,6 +23,24 @@ from cariosan.services import BootFailed, Services
 # WebSocket heartbeats: a protocol ping every 20 s; a client silent for 40 s more is dropped
 # (so a dead peer goes within about a minute, and its presence with it).
 WEBSOCKET_HEARTBEAT: dict[str, Any] = {"ws_ping_interval": 20.0, "ws_ping_timeout": 40.0}
+
+
+def uvicorn_options(
+    settings: Settings, *, heartbeat: bool = True, workers: bool = False
+) -> dict[str, Any]:
+    """The protocol limits every server process runs with (`serve`, `dev`, workers, tests)."""
+    read_seconds = settings.limits.request_read_seconds
+    options: dict[str, Any] = {
+        # A request's head and body must arrive in time (slowloris).
+        "http": WORKER_PROTOCOL if workers else http_protocol(read_seconds),
+        # The WebSocket layer refuses a bigger frame from its header (close 1009), unread.
+        "ws_max_size": settings.limits.ws_max_frame_bytes,
+        # Frames queued unread per socket (uvicorn's default is 32 of up to ws_max_size).
+        "ws_max_queue": 8,
+    }
+    if heartbeat:
+        options.update(WEBSOCKET_HEARTBEAT)
+    return options
 
 
 class _Terminated(Exception):
@@ -54,7 +73,7 @@ def run(settings: Settings, *, host: str | None = None, port: int | None = None)
         proxy_headers=True,
         server_header=False,
         timeout_graceful_shutdown=10,
-        **WEBSOCKET_HEARTBEAT,
+        **uvicorn_options(settings),
     )
     server = uvicorn.Server(config)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -84,6 +103,7 @@ def app_factory() -> Any:
     """
     settings = load_settings()
     configure_logging(settings.log_level)
+    set_worker_deadline(settings.limits.request_read_seconds)
     services = Services(settings, tracer_provider=build_tracer_provider(settings.otel))
 
     def stop(reason: str) -> None:
@@ -119,7 +139,7 @@ def run_workers(
         proxy_headers=True,
         server_header=False,
         timeout_graceful_shutdown=10,
-        **WEBSOCKET_HEARTBEAT,
+        **uvicorn_options(settings, workers=True),
     )
 
 

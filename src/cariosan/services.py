@@ -20,12 +20,14 @@ from cariosan.db import schema
 from cariosan.db.bootstrap import prepare_database
 from cariosan.db.pool import Database, DatabaseUnreachable
 from cariosan.domain.attachments import CleanupJob
+from cariosan.domain.ratelimit import AuthFailures
 from cariosan.ephemeral import EphemeralStore, open_ephemeral
 from cariosan.jobs.retention import RetentionJob
 from cariosan.jobs.sequencer import Sequencer
 from cariosan.obs.logging import get_logger
 from cariosan.obs.metrics import Metrics
 from cariosan.realtime.bus import Bus, LocalBus, RedisBus
+from cariosan.realtime.connection import SocketQuota
 from cariosan.realtime.hub import Hub
 from cariosan.realtime.presence import Presence
 from cariosan.realtime.typing import TypingRelay
@@ -57,6 +59,7 @@ class Services:
         self.tracer_provider = tracer_provider
         self.database: Database | None = None
         self.ephemeral: EphemeralStore = open_ephemeral(settings)
+        self.auth_failures = AuthFailures(self.ephemeral, settings.limits)
         self.blobs: BlobStore = open_blobs(settings)
         # Live events: wake-ups and ephemeral frames between processes, the local hub.
         redis_bus = None
@@ -66,6 +69,7 @@ class Services:
         self.hub = Hub(lambda: self.db, self.bus, self.metrics)
         # Gives committed events their seq and wakes live delivery (started at boot).
         self.sequencer = Sequencer(lambda: self.db, self.bus, self.metrics)
+        self.sockets = SocketQuota(settings.limits.max_sockets_per_user)
         redis_client = redis_bus.client if redis_bus is not None else None
         self.typing = TypingRelay(self.bus, redis_client, settings.redis_prefix)
         node_id = redis_bus.node_id if redis_bus is not None else "local"
@@ -174,9 +178,13 @@ class Services:
         ready = True
         if self.database is None or not self.migrated:
             ready = False
+            # The reason (PostgreSQL's words, hosts) is in the log line `boot_failed`, not here:
+            # /readyz is served to anyone who reaches the API port.
             checks["postgres"] = {
                 "status": "error" if self.boot_error else "starting",
-                "detail": self.boot_error or "waiting for PostgreSQL and migrations",
+                "detail": "boot failed: see the server log (boot_failed)"
+                if self.boot_error
+                else "waiting for PostgreSQL and migrations",
             }
         else:
             try:

@@ -165,3 +165,20 @@ async def test_healthcheck_command(server: RunningServer) -> None:
     assert dead.returncode == 1
     assert "did not answer" in dead.stderr
     assert "Traceback" not in dead.stderr
+
+
+async def test_readyz_does_not_show_the_boot_failure_reason(settings: Settings) -> None:
+    unreachable = settings.with_overrides(
+        database_url="postgresql://postgres:pw@127.0.0.1:1/secretdb", database_wait_seconds=0.5
+    )
+    async with start_server(unreachable, wait_for_ready=False) as running:
+        async with running.client() as http:
+            for _ in range(100):
+                if running.boot_failures:
+                    break
+                await asyncio.sleep(0.05)
+            response = await http.get("/readyz")
+    assert running.boot_failures
+    assert response.status_code == 503
+    assert "secretdb" not in response.text and "127.0.0.1:1" not in response.text
+    assert "boot_failed" in response.json()["checks"]["postgres"]["detail"]

@@ -28,6 +28,18 @@ NON_PUBLIC = [
     "http://[fe80::1]/hook",
     "http://[fd00::1]/hook",
     "http://[::ffff:127.0.0.1]/hook",
+    # IPv6 forms that reach an IPv4 address are judged as that address.
+    "http://[::ffff:0:a9fe:a9fe]/latest/meta-data",  # IPv4-translated 169.254.169.254
+    "http://[::ffff:a9fe:a9fe]/hook",  # IPv4-mapped 169.254.169.254
+    "http://[::127.0.0.1]/hook",  # IPv4-compatible
+    "http://[::a00:1]/hook",  # IPv4-compatible 10.0.0.1
+    "http://[64:ff9b::7f00:1]/hook",  # NAT64 127.0.0.1
+    "http://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 169.254.169.254
+    "http://[64:ff9b:1::808:808]/hook",  # NAT64 local-use prefix: private by definition
+    "http://[2002:7f00:1::1]/hook",  # 6to4 127.0.0.1
+    "http://[2002:a9fe:a9fe::]/hook",  # 6to4 169.254.169.254
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook",  # Teredo, client 127.0.0.1
+    "http://[2001:0:a9fe:a9fe::1]/hook",  # Teredo, server 169.254.169.254
     "https://localhost/hook",
     "http://localhost:8080/hook",
 ]
@@ -53,6 +65,44 @@ async def test_a_name_is_connected_through_its_checked_address() -> None:
     assert public.url == "http://93.184.216.34/hook" and public.sni is None
     six = await check_target("http://[2606:4700::1111]:81/", allow_private=False)
     assert six.url == "http://[2606:4700::1111]:81/"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::808:808",  # NAT64 8.8.8.8
+        "2002:808:808::1",  # 6to4 8.8.8.8
+        "::ffff:808:808",  # IPv4-mapped 8.8.8.8
+        "2001:0:808:808::f7f7:f7f7",  # Teredo: server 8.8.8.8, client 8.8.8.8
+    ],
+)
+async def test_ipv6_forms_of_a_public_ipv4_address_stay_allowed(address: str) -> None:
+    target = await check_target(f"http://[{address}]/hook", allow_private=False)
+    assert target.url == f"http://[{address}]/hook"
+
+
+async def test_the_checked_address_is_the_one_connected_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: a name answers a public address to the check, then loopback. The
+    target names the checked address, so nothing resolves the name again before connecting."""
+    answers = [["93.184.216.34"], ["127.0.0.1"]]
+    asked: list[str] = []
+
+    async def rebinding(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        asked.append(host)
+        return [(2, 1, 6, "", (address, port)) for address in answers.pop(0)]
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "getaddrinfo", rebinding)
+    target = await check_target("https://hooks.example.com/in?key=k", allow_private=False)
+    assert asked == ["hooks.example.com"]
+    assert target.url == "https://93.184.216.34/in?key=k"
+    assert target.host == "hooks.example.com" and target.sni == "hooks.example.com"
+    # A name with any non-public answer is refused, even when another answer is public.
+    answers[:] = [["93.184.216.34", "::ffff:0:7f00:1"]]
+    with pytest.raises(TargetRefused, match="non-public"):
+        await check_target("https://hooks.example.com/in", allow_private=False)
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/x", "http:///x", "file:///etc/passwd"])

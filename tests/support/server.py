@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from cariosan.config import Settings
 from cariosan.http.app import create_app
-from cariosan.server import WEBSOCKET_HEARTBEAT
+from cariosan.server import uvicorn_options
 from cariosan.services import Services
 
 
@@ -73,8 +73,9 @@ async def start_server(
         log_config=None,
         access_log=False,
         lifespan="on",
-        # The production server's heartbeat (a client that stops reading is dropped the same).
-        **WEBSOCKET_HEARTBEAT,
+        # No heartbeats: tests hold stuck sockets for longer than one on a busy machine.
+        **uvicorn_options(services.settings, heartbeat=False),
+        ws_ping_interval=None,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

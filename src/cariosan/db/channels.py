@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from cariosan.db.pool import refused_value
 from cariosan.db.reads import UNREAD_COUNT_SQL
 from cariosan.errors import ValidationFailed
 
@@ -318,5 +319,5 @@ async def remove_member(
 
 
 def _reason(exc: asyncpg.exceptions.DataError) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text or exc.__class__.__name__
+    # Our words, not PostgreSQL's: its error text never reaches a client.
+    return refused_value(exc).message

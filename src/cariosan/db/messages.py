@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
+from cariosan.db.pool import REFUSED_VALUES, refused_value
 from cariosan.errors import ValidationFailed
 
 T = TypeVar("T")
@@ -124,12 +125,10 @@ async def _storing(action: Callable[[], Awaitable[T]]) -> T:
     """Run a write; values PostgreSQL refuses to store are the client's mistake (422)."""
     try:
         return await action()
-    except (
-        asyncpg.exceptions.DataError,
-        asyncpg.exceptions.ProgramLimitExceededError,
-    ) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ValidationFailed(f"the message cannot be stored: {text}") from None
+    except REFUSED_VALUES as exc:
+        raise ValidationFailed(
+            f"the message cannot be stored: {refused_value(exc).message}"
+        ) from None
 
 
 # ---- reading -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from cariosan.errors import Unavailable
+from cariosan.errors import Unavailable, ValidationFailed
 
 # Errors that mean "the server is not there (yet)", worth waiting out at boot.
 _TRANSIENT = (
@@ -34,6 +34,25 @@ _UNAVAILABLE = (
 
 # The application_name of every pooled connection: `cariosan restore` refuses while one is open.
 SERVER_APPLICATION_NAME = "cariosan-server"
+
+
+# Errors about a value the client sent (SQLSTATE class 22, and 54000 "program limit").
+REFUSED_VALUES = (asyncpg.exceptions.DataError, asyncpg.exceptions.ProgramLimitExceededError)
+
+
+def refused_value(exc: Exception) -> ValidationFailed:
+    """A client's value PostgreSQL cannot take (out of range, NUL in text, too big to index)
+    as VALIDATION_FAILED, in our words: PostgreSQL's own text never reaches a client."""
+    if isinstance(
+        exc,
+        asyncpg.exceptions.CharacterNotInRepertoireError
+        | asyncpg.exceptions.UntranslatableCharacterError,
+    ):
+        return ValidationFailed("text may not contain the NUL character (\\u0000)")
+    if isinstance(exc, asyncpg.exceptions.ProgramLimitExceededError):
+        return ValidationFailed("a value in the request is too large to store")
+    # Also raised before sending, e.g. an integer beyond int64 for a bigint parameter.
+    return ValidationFailed("a value in the request is out of range or not valid")
 
 
 class DatabaseUnreachable(Exception):
@@ -167,6 +186,8 @@ class Database:
                     yield conn
             except _UNAVAILABLE as exc:
                 raise Unavailable(f"PostgreSQL is unavailable: {_reason(exc)}") from exc
+            except REFUSED_VALUES as exc:
+                raise refused_value(exc) from exc
         # Only reached when the block ended without an exception, i.e. after its commit.
         if touched and self.on_commit is not None:
             await self.on_commit(touched)

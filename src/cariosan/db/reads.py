@@ -13,8 +13,8 @@ UNREAD_CAP = 100
 # The unread count of member `me` (a channel_members row) in channel `c`: top-level messages by
 # others, not deleted, after the member's read position by (created_at, id); all of them if it
 # never read; at most UNREAD_CAP; 0 without a look at messages when the member's position is
-# the channel's last message (most channels of a member of many). If the last-read message is gone (its author was
-# hard-deleted), the time of the read stands in for its position.
+# the channel's last message (most channels of a member of many). If the last-read message is
+# gone (its author was hard-deleted), the time of the read stands in for its position.
 UNREAD_COUNT_SQL = f"""
     CASE WHEN me.user_id IS NULL THEN 0
     -- Read up to the channel's last message (or it has none): nothing to count.

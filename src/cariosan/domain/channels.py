@@ -12,12 +12,14 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from cariosan.config import Limits
 from cariosan.db import channels as rows
 from cariosan.db import users as user_rows
 from cariosan.db.events import append_event
 from cariosan.db.pool import Database
 from cariosan.domain.access import MEMBER, OWNER, channel_access
 from cariosan.domain.auth import Caller
+from cariosan.domain.custom_data import storable_text, valid_data
 from cariosan.domain.ids import customer_id
 from cariosan.domain.views import ChannelView, MemberView, MessageView, to_payload
 from cariosan.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -114,6 +116,8 @@ async def _require_users(conn: asyncpg.Connection, caller: Caller, user_ids: lis
 def _validate_name(name: str | None) -> None:
     if name is not None and len(name) > MAX_NAME:
         raise ValidationFailed(f"name must have at most {MAX_NAME} characters")
+    if name is not None:
+        storable_text("name", name)
 
 
 def _first_members(
@@ -139,6 +143,7 @@ async def create_channel(
     name: str | None,
     members: list[str],
     data: dict[str, Any],
+    limits: Limits,
 ) -> tuple[ChannelView, bool]:
     """Create a channel with the caller (owner) and `members`; (channel, created).
 
@@ -148,6 +153,7 @@ async def create_channel(
         raise ValidationFailed("type must be 'dm', 'group' or 'public'")
     channel_id = uuid.uuid4().hex if channel_id is None else customer_id("id", channel_id)
     _validate_name(name)
+    valid_data(data, limits)
     member_ids, roles, dm_key = _first_members(caller, type, members)
     async with database.transaction() as conn:
         await _require_users(conn, caller, member_ids)
@@ -231,9 +237,12 @@ async def update_channel(
     name: str | None,
     data: dict[str, Any] | None,
     fields_set: frozenset[str],
+    limits: Limits,
 ) -> ChannelView:
     """Change the name and/or data (the owner, admins, the backend)."""
     _validate_name(name)
+    if data is not None:
+        valid_data(data, limits)
     async with database.transaction() as conn:
         access = await channel_access(conn, caller, channel_id, moderation=True)
         access.require_manage()

@@ -23,12 +23,11 @@ from cariosan.db import messages as message_rows
 from cariosan.db.events import EventRow, ReaderChannel
 from cariosan.db.pool import Database
 from cariosan.domain.auth import Caller
+from cariosan.domain.ids import MAX_SEQ
 from cariosan.domain.messages import shared_payload
 from cariosan.errors import EventsExpired, ValidationFailed
 
 MAX_PAGE = 1000
-# The largest seq a client can hold: PostgreSQL's bigint.
-MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,15 @@ import uuid
 
 from cariosan.errors import NotFound, ValidationFailed
 
-_CUSTOMER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_CUSTOMER_ID = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+# Event sequence numbers (and other counters) are PostgreSQL bigints.
+MAX_SEQ = 2**63 - 1
 
 
 def customer_id(kind: str, value: str) -> str:
     """A user or channel id as API.md allows them, or VALIDATION_FAILED naming the field."""
-    if not isinstance(value, str) or not _CUSTOMER_ID.match(value):
+    # fullmatch: `$` would also accept a trailing newline.
+    if not isinstance(value, str) or not _CUSTOMER_ID.fullmatch(value):
         raise ValidationFailed(f"{kind} must match [A-Za-z0-9_.@-]{{1,64}}")
     return value
 

@@ -6,7 +6,6 @@ updated last, so its lock is held only until the commit.
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,6 +20,7 @@ from cariosan.db.pool import Database
 from cariosan.domain import attachments
 from cariosan.domain.access import ChannelAccess, channel_access
 from cariosan.domain.auth import Caller
+from cariosan.domain.custom_data import storable_text, valid_data
 from cariosan.domain.ids import customer_id, server_id
 from cariosan.domain.ratelimit import check_message
 from cariosan.domain.views import AttachmentRef, MessageView, to_payload
@@ -29,8 +29,6 @@ from cariosan.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 DEFAULT_PAGE, MAX_PAGE = 50, 200
 MAX_MENTIONS = 100
-# Deeper client data is refused: it must survive JSON encoders with recursion limits.
-MAX_DATA_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -83,34 +81,13 @@ def shared_payload(row: rows.MessageRow) -> dict[str, Any]:
 # ---- validation ----------------------------------------------------------------------------
 
 
-def _storable(name: str, value: str) -> None:
-    if "\x00" in value:
-        raise ValidationFailed(f"{name} must not contain NUL characters")
-
-
 def valid_text(text: str, limits: Limits, *, allow_empty: bool) -> str:
     if len(text) > limits.max_message_chars:
         raise ValidationFailed(f"text must have at most {limits.max_message_chars} characters")
     if not allow_empty and not text.strip():
         raise ValidationFailed("text must not be empty")
-    _storable("text", text)
+    storable_text("text", text)
     return text
-
-
-def _valid_data(value: Any, depth: int = 0) -> None:
-    if depth > MAX_DATA_DEPTH:
-        raise ValidationFailed(f"data must not be nested more than {MAX_DATA_DEPTH} levels deep")
-    if isinstance(value, str):
-        _storable("data", value)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise ValidationFailed("data must hold finite numbers only")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _storable("data", key)
-            _valid_data(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _valid_data(item, depth + 1)
 
 
 def _valid_mentions(mentions: list[str]) -> list[str]:
@@ -175,7 +152,7 @@ async def post_message(
     )
     text = valid_text(draft.text, limits, allow_empty=bool(draft.attachment_ids))
     mentions = _valid_mentions(draft.mentions)
-    _valid_data(draft.data)
+    valid_data(draft.data, limits)
     await check_message(store, limits, caller)
     # The store is asked first: no network call while the send holds row locks.
     await attachments.verify_uploads(

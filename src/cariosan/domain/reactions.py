@@ -12,11 +12,11 @@ from cariosan.domain.messages import message_access, message_view
 from cariosan.domain.views import MessageView
 from cariosan.errors import NotFound, ValidationFailed
 
-_TYPE = re.compile(r"^[A-Za-z0-9_+-]{1,32}$")
+_TYPE = re.compile(r"[A-Za-z0-9_+-]{1,32}")
 
 
 def valid_type(type: str) -> str:
-    if not _TYPE.match(type):
+    if not _TYPE.fullmatch(type):
         raise ValidationFailed("reaction type must match [A-Za-z0-9_+-]{1,32}")
     return type
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from cariosan.config import Limits
 from cariosan.db import events as event_rows
 from cariosan.db import users as rows
 from cariosan.db.pool import Database
 from cariosan.domain import tokens
+from cariosan.domain.custom_data import storable_text, valid_data
 from cariosan.domain.ids import customer_id
 from cariosan.errors import NotFound, ValidationFailed
 
@@ -27,6 +29,7 @@ async def upsert_user(
     role: str | None,
     data: dict[str, Any] | None,
     fields_set: frozenset[str],
+    limits: Limits,
 ) -> tuple[rows.UserRow, bool]:
     customer_id("user_id", user_id)
     if role is not None and role not in ROLES:
@@ -35,6 +38,12 @@ async def upsert_user(
         raise ValidationFailed(f"name must have at most {MAX_NAME} characters")
     if image_url is not None and len(image_url) > MAX_URL:
         raise ValidationFailed(f"image_url must have at most {MAX_URL} characters")
+    if name is not None:
+        storable_text("name", name)
+    if image_url is not None:
+        storable_text("image_url", image_url)
+    if data is not None:
+        valid_data(data, limits)
     async with database.connection() as conn:
         return await rows.upsert_user(
             conn,

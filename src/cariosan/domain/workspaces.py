@@ -14,7 +14,7 @@ from cariosan.db.pool import Database
 from cariosan.errors import NotFound, ValidationFailed
 
 SECRET_PREFIX = "cs_"
-_CHOSEN_SECRET = re.compile(r"^cs_[A-Za-z0-9_-]{32,200}$")
+_CHOSEN_SECRET = re.compile(r"cs_[A-Za-z0-9_-]{32,200}")
 MAX_NAME_LENGTH = 200
 
 
@@ -59,7 +59,7 @@ class RotatedSecret:
 
 def check_chosen_secret(secret: str) -> str:
     """An operator-chosen secret must look like ours: `cs_` and 32+ URL-safe characters."""
-    if not _CHOSEN_SECRET.match(secret):
+    if not _CHOSEN_SECRET.fullmatch(secret):
         raise ValidationFailed(
             "an API secret is 'cs_' followed by at least 32 letters, digits, '-' or '_' "
             "(e.g. cs_$(openssl rand -hex 24))"

@@ -43,10 +43,20 @@ async def _acting_user(request: Request[Any, Any, Any]) -> str | None:
     return None
 
 
+def client_address(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
 async def _identify(
     request: Request[Any, Any, Any], services: Services, credential: str, act_as: str | None
 ) -> Caller:
-    caller = await authenticate(services.db, services.jwt_secrets, credential, act_as)
+    address = client_address(request)
+    services.auth_failures.check(address)
+    try:
+        caller = await authenticate(services.db, services.jwt_secrets, credential, act_as)
+    except Unauthorized:
+        await services.auth_failures.failed(address)
+        raise
     state = await check_request(services.ephemeral, services.settings.limits, caller)
     request.scope[RATE_LIMIT_KEY] = state  # type: ignore[literal-required]
     return caller

@@ -82,6 +82,7 @@ async def create_channel(
         name=data.name,
         members=data.members,
         data=data.data,
+        limits=services.settings.limits,
     )
     return Response(view, status_code=201 if created else 200)
 
@@ -124,6 +125,7 @@ async def update_channel(
         name=None if data.name is msgspec.UNSET else data.name,
         data=None if data.data is msgspec.UNSET else data.data,
         fields_set=fields,
+        limits=services.settings.limits,
     )
 
 

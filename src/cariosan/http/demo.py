@@ -74,6 +74,7 @@ async def demo_token(
         role=None,
         data=None,
         fields_set=frozenset(),
+        limits=services.settings.limits,
     )
     token, expires = await users.mint_token(
         services.db, services.settings.jwt_secret, workspace_id, data.user_id, TOKEN_SECONDS

@@ -129,6 +129,9 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     if isinstance(exc, RecursionError):
         # Decoding an absurdly nested JSON body exhausts the stack before validation runs.
         return error_response(request, "VALIDATION_FAILED", "the JSON body is nested too deeply")
+    if isinstance(exc, UnicodeDecodeError):
+        # msgspec raises it (not a DecodeError) for invalid UTF-8 inside a JSON string.
+        return error_response(request, "VALIDATION_FAILED", "the body is not valid UTF-8")
     # The traceback goes to the log (with the request id to find it), never to the client.
     log.error(
         "unhandled_exception",

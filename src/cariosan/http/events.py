@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import get
 from litestar.di import NamedDependency
-from litestar.params import FromQuery
+from litestar.params import FromQuery, Parameter
 
 from cariosan.domain import events
 from cariosan.domain.auth import Caller
+from cariosan.domain.ids import MAX_SEQ
 from cariosan.services import Services
 
 
@@ -26,8 +27,8 @@ class EventPage(msgspec.Struct):
 async def list_events(
     caller: NamedDependency[Caller],
     services: NamedDependency[Services],
-    after_seq: FromQuery[int] = 0,
-    limit: FromQuery[int] = 100,
+    after_seq: FromQuery[Annotated[int, Parameter(ge=0, le=MAX_SEQ)]] = 0,
+    limit: FromQuery[Annotated[int, Parameter(ge=1, le=events.MAX_PAGE)]] = 100,
 ) -> EventPage:
     """Persisted events after `after_seq`, oldest first; resume from `latest_seq`.
 

@@ -65,7 +65,9 @@ class RequestContextMiddleware:
                 spent = (time.perf_counter() - started) * 1000
                 headers.append((b"server-timing", f"app;dur={spent:.2f}".encode()))
                 window = scope.get(RATE_LIMIT_KEY)
-                if isinstance(window, WindowState):
+                # A 429 carries the headers of the window it exceeded already: one set only.
+                has_own = any(name.lower() == b"x-ratelimit-limit" for name, _ in headers)
+                if isinstance(window, WindowState) and not has_own:
                     headers.extend(
                         [
                             (b"x-ratelimit-limit", str(window.window.limit).encode()),

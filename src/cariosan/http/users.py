@@ -71,6 +71,7 @@ async def upsert_user(
         role=_value(data.role),
         data=_value(data.data),
         fields_set=fields,
+        limits=services.settings.limits,
     )
     return user_out(row)
 

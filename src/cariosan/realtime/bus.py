@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from cariosan.obs.logging import get_logger
 
@@ -158,8 +157,8 @@ class RedisBus:
                 for channel, message in batch:
                     pipe.publish(channel, message)
                 await pipe.execute()
-            except (RedisError, OSError) as exc:
-                log.warning("bus_publish_failed", error=exc.__class__.__name__)
+            except Exception as exc:  # Redis away, or a bug: logged, and the loop goes on
+                log.warning("bus_publish_failed", error=exc.__class__.__name__, exc_info=exc)
                 await asyncio.sleep(0.5)
 
     async def _listen(self) -> None:
@@ -182,9 +181,9 @@ class RedisBus:
                         self._dispatch(message)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # Redis away, or a bug: logged, and the loop goes on
                 self.subscribed.clear()
-                log.warning("bus_disconnected", error=exc.__class__.__name__)
+                log.warning("bus_disconnected", error=exc.__class__.__name__, exc_info=exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:

@@ -17,7 +17,10 @@ from collections.abc import AsyncIterator, Callable
 UNAUTHORIZED = 4001
 RATE_LIMITED = 4008
 TOO_SLOW = 4009
+# A user already has `max_sockets_per_user` open sockets on this server: the newest is refused.
+TOO_MANY_SOCKETS = 4029
 GOING_AWAY = 1001
+INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 
 # Pages of (seq, wire JSON) after a seq, oldest first, until caught up.
@@ -25,6 +28,30 @@ Pages = Callable[[int], AsyncIterator[list[tuple[int, str]]]]
 
 # Live events held back during a replay before the connection is told to come back later.
 MAX_HELD = 10_000
+
+
+class SocketQuota:
+    """Open sockets per (workspace, user) in this process, at most `limit` each."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[tuple[uuid.UUID, str], int] = {}
+
+    def acquire(self, workspace_id: uuid.UUID, user_id: str) -> bool:
+        key = (workspace_id, user_id)
+        count = self._open.get(key, 0)
+        if count >= self.limit:
+            return False
+        self._open[key] = count + 1
+        return True
+
+    def release(self, workspace_id: uuid.UUID, user_id: str) -> None:
+        key = (workspace_id, user_id)
+        count = self._open.get(key, 0) - 1
+        if count > 0:
+            self._open[key] = count
+        else:
+            self._open.pop(key, None)
 
 
 class LiveConnection:

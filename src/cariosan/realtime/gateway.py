@@ -19,11 +19,14 @@ from litestar.exceptions import WebSocketDisconnect
 
 from cariosan.domain import live
 from cariosan.domain import typing as typing_rules
-from cariosan.domain.events import MAX_PAGE, MAX_SEQ, encode, events_since
-from cariosan.errors import CariosanError, EventsExpired, Unauthorized
+from cariosan.domain.events import MAX_PAGE, encode, events_since
+from cariosan.domain.ids import MAX_SEQ
+from cariosan.errors import CariosanError, EventsExpired, RateLimited, Unauthorized
 from cariosan.obs.logging import get_logger
 from cariosan.realtime.connection import (
+    INTERNAL_ERROR,
     RATE_LIMITED,
+    TOO_MANY_SOCKETS,
     TRY_AGAIN_LATER,
     UNAUTHORIZED,
     LiveConnection,
@@ -124,6 +127,10 @@ class Session:
                     connection.release()
         except (WebSocketDisconnect, OSError, RuntimeError):
             connection.close(1000, "")
+        except Exception:
+            # Never a socket left open and deaf: the client reconnects and resumes.
+            log.exception("ws_receive_failed", user_id=self.user.user_id)
+            connection.close(INTERNAL_ERROR, "internal error: reconnect and resume")
 
     _resuming = False
 
@@ -133,7 +140,7 @@ class Session:
                 raise ValueError("frame too large")
             frame = json.loads(raw)
             kind = frame["type"]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             self._error("VALIDATION_FAILED", "frames are JSON objects with a 'type'")
             return
         if kind == "ping":
@@ -213,8 +220,19 @@ async def live_socket(
 ) -> None:
     """Live events for the token's user (see API.md for frames and close codes)."""
     await socket.accept()
+    address = socket.client.host if socket.client is not None else "unknown"
     try:
-        user = await live.authenticate_live(services.db, services.jwt_secrets, _credential(socket))
+        services.auth_failures.check(address)
+        try:
+            user = await live.authenticate_live(
+                services.db, services.jwt_secrets, _credential(socket)
+            )
+        except Unauthorized:
+            await services.auth_failures.failed(address)
+            raise
+    except RateLimited as exc:
+        await _close(socket, RATE_LIMITED, exc.message)
+        return
     except Unauthorized as exc:
         await _close(socket, UNAUTHORIZED, exc.message)
         return
@@ -222,6 +240,22 @@ async def live_socket(
         log.warning("ws_auth_unavailable", error=exc.code, detail=exc.message)
         await _close(socket, TRY_AGAIN_LATER, "the server is busy: try again later")
         return
+    workspace_id = user.caller.workspace_id
+    if not services.sockets.acquire(workspace_id, user.user_id):
+        limit = services.sockets.limit
+        await _close(
+            socket, TOO_MANY_SOCKETS, f"too many open sockets for this user (limit {limit})"
+        )
+        return
+    try:
+        await _serve(socket, services, user)
+    finally:
+        services.sockets.release(workspace_id, user.user_id)
+
+
+async def _serve(
+    socket: WebSocket[Any, Any, Any], services: Services, user: live.LiveCaller
+) -> None:
     hub = services.hub
     connection = hub.new_connection(user.caller.workspace_id, user.user_id)
 

@@ -90,7 +90,7 @@ class Presence:
                 await self.redis.sadd(self._users_key(self.node_id), f"{key[0]} {key[1]}")  # type: ignore[misc]
                 online = first_here and int(nodes) == 1
             except (RedisError, OSError) as exc:
-                log.warning("presence_failed", error=exc.__class__.__name__)
+                log.warning("presence_failed", error=exc.__class__.__name__, exc_info=exc)
         if online:
             self._announce(key, True)
         await self._mark_active(key)
@@ -110,7 +110,7 @@ class Presence:
                 await self.redis.srem(self._users_key(self.node_id), f"{key[0]} {key[1]}")  # type: ignore[misc]
                 offline = int(nodes) == 0
             except (RedisError, OSError) as exc:
-                log.warning("presence_failed", error=exc.__class__.__name__)
+                log.warning("presence_failed", error=exc.__class__.__name__, exc_info=exc)
         await self._mark_active(key)
         if offline:
             self._announce(key, False)
@@ -146,7 +146,7 @@ class Presence:
             try:
                 await live.mark_active(self.database, workspace_id, sorted(user_ids))
             except Exception as exc:
-                log.warning("last_active_failed", error=exc.__class__.__name__)
+                log.warning("last_active_failed", error=exc.__class__.__name__, exc_info=exc)
 
     def _users_key(self, node: str) -> str:
         return f"{self.prefix}node_users:{node}"
@@ -157,8 +157,8 @@ class Presence:
             try:
                 await self._beat(self.redis)
                 await self._sweep(self.redis)
-            except (RedisError, OSError) as exc:
-                log.warning("presence_heartbeat_failed", error=exc.__class__.__name__)
+            except Exception as exc:  # Redis away, or a bug: logged, and the loop goes on
+                log.warning("presence_heartbeat_failed", error=exc.__class__.__name__, exc_info=exc)
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def _beat(self, redis: aioredis.Redis) -> None:

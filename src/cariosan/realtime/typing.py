@@ -73,7 +73,7 @@ class TypingRelay:
         try:
             await self.redis.set(self._key(key), token, ex=int(TYPING_SECONDS) + 1)
         except (RedisError, OSError) as exc:
-            log.warning("typing_mark_failed", error=exc.__class__.__name__)
+            log.warning("typing_mark_failed", error=exc.__class__.__name__, exc_info=exc)
 
     async def _unmark(self, key: Key, token: str | None) -> bool:
         """Remove the marker (only if it still holds `token`, when given); True if removed."""
@@ -89,7 +89,7 @@ class TypingRelay:
             removed = await self.redis.eval(_DELETE_IF, 1, self._key(key), token)  # type: ignore[misc]
             return bool(removed)
         except (RedisError, OSError) as exc:
-            log.warning("typing_unmark_failed", error=exc.__class__.__name__)
+            log.warning("typing_unmark_failed", error=exc.__class__.__name__, exc_info=exc)
             return token is not None
 
     async def close(self) -> None:

@@ -4,6 +4,9 @@ A receiver URL names a host; we resolve it ourselves, refuse it if any address i
 (private, loopback, link-local, shared, reserved, multicast...), and connect to the checked address
 (keeping the name for `Host` and TLS), so a DNS answer that changes between the check and the
 connection (rebinding) cannot steer us inside the network.
+
+An IPv6 address that carries an IPv4 address a translator or tunnel would reach (IPv4-mapped,
+IPv4-translated, IPv4-compatible, NAT64, 6to4, Teredo) is judged as that IPv4 address.
 """
 
 from __future__ import annotations
@@ -30,9 +33,40 @@ class Target:
     sni: str | None
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address that the network delivers to.
+_EMBEDDING_LAST_32 = (
+    ipaddress.IPv6Network("::ffff:0:0/96"),  # IPv4-mapped (RFC 4291)
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (SIIT, RFC 2765)
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated, RFC 4291)
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64 well-known prefix (RFC 6052)
+)
+# NAT64 local-use prefix (RFC 8215): the IPv4 address may sit at several offsets, and the
+# translator is private by definition; refused whatever it embeds.
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+_TEREDO = ipaddress.IPv6Network("2001::/32")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address reaches through a translator or tunnel, if any."""
+    for network in _EMBEDDING_LAST_32:
+        if address in network:
+            return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    if address.sixtofour is not None:
+        return [address.sixtofour]
+    if address in _TEREDO and address.teredo is not None:
+        server, client = address.teredo
+        return [client, server]
+    return []
+
+
 def is_public(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Whether a webhook may go to `address`: global unicast, whatever IPv4 it embeds too."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64_LOCAL:
+            return False
+        embedded = embedded_ipv4(address)
+        if embedded:
+            return all(is_public(v4) for v4 in embedded)
     return address.is_global and not address.is_multicast
 
 
