@@ -307,6 +307,7 @@ async def remove_stale(
                             "attachment_cleanup_failed",
                             attachment_id=str(item.id),
                             error=exc.__class__.__name__,
+                            exc_info=exc,
                         )
                         continue
                     done.append(item)
@@ -341,7 +342,7 @@ class CleanupJob:
                     self._database, self._blobs, self._settings.attachment_pending_seconds
                 )
             except Exception as exc:  # a store or database outage: try again next time
-                log.warning("attachment_cleanup_error", error=exc.__class__.__name__)
+                log.warning("attachment_cleanup_error", error=exc.__class__.__name__, exc_info=exc)
                 continue
             if removed:
                 log.info("attachments_removed", count=removed)

@@ -75,7 +75,7 @@ class Dispatcher:
                 )
                 break
             except Exception as exc:
-                log.warning("dispatcher_start_failed", error=exc.__class__.__name__)
+                log.warning("dispatcher_start_failed", error=exc.__class__.__name__, exc_info=exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.ready.set()
@@ -88,7 +88,7 @@ class Dispatcher:
             try:
                 await self.pump()
             except Exception as exc:
-                log.warning("dispatcher_read_failed", error=exc.__class__.__name__)
+                log.warning("dispatcher_read_failed", error=exc.__class__.__name__, exc_info=exc)
                 await asyncio.sleep(POLL_SECONDS)
 
     def _should_stop(self) -> bool:

@@ -149,13 +149,15 @@ class WebhookWorker:
             except Exception as exc:  # the database went away: keep trying, quietly
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:
-                    log.warning("webhook_worker_db_error", error=exc.__class__.__name__)
+                    log.warning(
+                        "webhook_worker_db_error", error=exc.__class__.__name__, exc_info=exc
+                    )
                 await asyncio.sleep(min(0.5 * failures, 5.0))
                 continue
             try:
                 claimed = await self._with_bodies(claimed)
             except Exception as exc:  # the database went away: the leases run out, retried
-                log.warning("webhook_worker_db_error", error=exc.__class__.__name__)
+                log.warning("webhook_worker_db_error", error=exc.__class__.__name__, exc_info=exc)
                 claimed = []
             for claim in claimed:
                 self._busy[claim.endpoint_id] += 1
@@ -197,7 +199,7 @@ class WebhookWorker:
             del self._busy[endpoint_id]
         self._signal.set()
         if not task.cancelled() and task.exception() is not None:
-            log.error("webhook_delivery_crashed", error=repr(task.exception()))
+            log.error("webhook_delivery_crashed", exc_info=task.exception())
 
     async def refresh_stats(self) -> None:
         async with self.database.connection() as conn:
