@@ -525,34 +525,42 @@ def _add_backup_commands(commands: Any) -> None:
     create = actions.add_parser(
         "create", help="dump PostgreSQL and copy the attachment files, with a manifest"
     )
-    create.add_argument("--out", default="backups", metavar="DIR", help="default: ./backups")
+    create.add_argument(
+        "--out", default="backups", metavar="DIR", help="where to write it (default: ./backups)"
+    )
     create.add_argument("--no-attachments", action="store_true", help="back up the database only")
     create.add_argument("--json", action="store_true", help="a summary on stdout, no progress")
     create.set_defaults(func=cmd_backup_create)
     verify = actions.add_parser(
         "verify", help="check every checksum and restore into a scratch database"
     )
-    verify.add_argument("path", metavar="PATH")
-    verify.add_argument("--json", action="store_true")
+    verify.add_argument("path", metavar="PATH", help="the backup folder to check")
+    verify.add_argument("--json", action="store_true", help="the result as JSON, no progress")
     verify.set_defaults(func=cmd_backup_verify)
     listing = actions.add_parser("list", help="the backups in a folder, oldest first")
-    listing.add_argument("--out", default="backups", metavar="DIR", help="default: ./backups")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument(
+        "--out", default="backups", metavar="DIR", help="where the backups are (default: ./backups)"
+    )
+    listing.add_argument("--json", action="store_true", help="the list as JSON")
     listing.set_defaults(func=cmd_backup_list)
     prune = actions.add_parser("prune", help="delete all but the newest N backups")
-    prune.add_argument("--keep", required=True, type=_positive, metavar="N")
-    prune.add_argument("--out", default="backups", metavar="DIR", help="default: ./backups")
-    prune.add_argument("--json", action="store_true")
+    prune.add_argument(
+        "--keep", required=True, type=_positive, metavar="N", help="how many backups to keep"
+    )
+    prune.add_argument(
+        "--out", default="backups", metavar="DIR", help="where the backups are (default: ./backups)"
+    )
+    prune.add_argument("--json", action="store_true", help="the deleted paths as JSON")
     prune.set_defaults(func=cmd_backup_prune)
 
     restore = commands.add_parser(
         "restore", help="restore a backup (refuses while a server is connected)"
     )
-    restore.add_argument("path", metavar="PATH")
+    restore.add_argument("path", metavar="PATH", help="the backup folder to restore")
     restore.add_argument(
         "--force", action="store_true", help="restore even while cariosan servers are connected"
     )
-    restore.add_argument("--json", action="store_true")
+    restore.add_argument("--json", action="store_true", help="a summary as JSON, no progress")
     restore.set_defaults(func=cmd_restore)
 
 
@@ -574,8 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     dev = commands.add_parser("dev", help="embedded mode: everything in one process, no set-up")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--host", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=8080, help="HTTP port (default: 8080)")
     dev.add_argument("--data-dir", default=".cariosan", help="where state lives (./.cariosan)")
     dev.set_defaults(func=cmd_dev)
 
@@ -587,7 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = commands.add_parser("healthcheck", help="exit 0 if this host's /healthz answers 200")
     health.add_argument("--url", help="check this URL instead of the local server's /healthz")
-    health.add_argument("--timeout", type=float, default=3.0)
+    health.add_argument(
+        "--timeout", type=float, default=3.0, metavar="SECONDS", help="give up after (default: 3)"
+    )
     health.set_defaults(func=cmd_healthcheck)
 
     workspace = commands.add_parser("workspace", help="create or list workspaces")
@@ -595,17 +605,21 @@ def build_parser() -> argparse.ArgumentParser:
         dest="workspace_command", metavar="ACTION", required=True
     )
     create = ws_commands.add_parser("create", help="create a workspace; prints its API secret once")
-    create.add_argument("name")
-    create.add_argument("--json", action="store_true")
+    create.add_argument("name", help="a name for people (need not be unique)")
+    create.add_argument(
+        "--json", action="store_true", help='print {"id", "name", "api_secret"} as JSON'
+    )
     create.set_defaults(func=cmd_workspace_create)
     listing = ws_commands.add_parser("list", help="list workspaces (never secrets)")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="the list as JSON")
     listing.set_defaults(func=cmd_workspace_list)
 
     rotate = commands.add_parser(
         "rotate-secret", help="new API secret for a workspace (the old one stops working)"
     )
-    rotate.add_argument("--workspace", required=True, type=_workspace_id, metavar="ID")
+    rotate.add_argument(
+        "--workspace", required=True, type=_workspace_id, metavar="ID", help="the workspace id"
+    )
     rotate.add_argument(
         "--grace",
         type=parse_duration,
@@ -619,13 +633,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="use this new secret (cs_ + 32 or more URL-safe characters) instead of generating "
         "one, so your backend can be deployed with it before the rotation",
     )
-    rotate.add_argument("--json", action="store_true")
+    rotate.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"workspace_id", "api_secret", "previous_valid_until"} as JSON',
+    )
     rotate.set_defaults(func=cmd_rotate_secret)
 
     token = commands.add_parser("token", help="mint a user JWT (support and debugging)")
-    token.add_argument("--workspace", required=True, type=_workspace_id, metavar="ID")
-    token.add_argument("--user", required=True, metavar="USER")
-    token.add_argument("--ttl", type=int, default=3600, metavar="SECONDS")
+    token.add_argument(
+        "--workspace", required=True, type=_workspace_id, metavar="ID", help="the workspace id"
+    )
+    token.add_argument("--user", required=True, metavar="USER", help="the user id (must exist)")
+    token.add_argument(
+        "--ttl", type=_positive, default=3600, metavar="SECONDS", help="lifetime (default: 3600)"
+    )
     token.set_defaults(func=cmd_token)
 
     _add_backup_commands(commands)
@@ -652,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     mirror.set_defaults(func=cmd_attachments_mirror)
 
     version = commands.add_parser("version", help="release and schema version")
-    version.add_argument("--json", action="store_true")
+    version.add_argument("--json", action="store_true", help="print them as JSON")
     version.set_defaults(func=cmd_version)
     return parser
 

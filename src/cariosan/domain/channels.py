@@ -19,7 +19,7 @@ from cariosan.db.pool import Database
 from cariosan.domain.access import MEMBER, OWNER, channel_access
 from cariosan.domain.auth import Caller
 from cariosan.domain.ids import customer_id
-from cariosan.domain.views import ChannelView, MemberView, MessageView, to_payload
+from cariosan.domain.views import AttachmentRef, ChannelView, MemberView, MessageView, to_payload
 from cariosan.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 DM, GROUP, PUBLIC = "dm", "group", "public"
@@ -36,7 +36,7 @@ def member_view(row: rows.MemberRow) -> MemberView:
 
 
 def _last_message_view(channel_id: str, row: rows.LastMessageRow) -> MessageView:
-    # A preview for channel lists: reactions and attachments are left to the message reads.
+    # The same message as history shows it (the list is where clients render it first).
     return MessageView(
         id=str(row.id),
         channel_id=channel_id,
@@ -44,10 +44,10 @@ def _last_message_view(channel_id: str, row: rows.LastMessageRow) -> MessageView
         text=row.text,
         parent_id=None,
         reply_count=row.reply_count,
-        attachments=[],
+        attachments=[AttachmentRef(**a) for a in row.attachments],
         mentions=row.mentions,
-        reactions={},
-        own_reactions=[],
+        reactions=row.reactions,
+        own_reactions=row.own_reactions,
         data=row.data,
         created_at=row.created_at,
         edited_at=row.edited_at,
@@ -76,10 +76,17 @@ def channel_view(row: rows.ChannelRow, members: list[rows.MemberRow] | None = No
 
 
 def _shared(view: ChannelView, *, with_members: bool) -> dict[str, Any]:
-    """A channel for an event payload: without the acting user's own unread count."""
+    """A channel for an event payload: without the acting user's own unread count and own
+    reactions."""
+    last = view.last_message
+    if last is not None:
+        last = msgspec.structs.replace(last, own_reactions=[])
     return to_payload(
         msgspec.structs.replace(
-            view, unread_count=0, members=view.members if with_members else None
+            view,
+            unread_count=0,
+            members=view.members if with_members else None,
+            last_message=last,
         )
     )
 
