@@ -22,6 +22,20 @@ pytest_plugins = ["tests.services.plugin"]
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 
 
+_KINDS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its kind, from its folder (tests/unit, integration, system), so that
+    `pytest -m "unit or integration"` (`make test-fast`) picks the quick ones."""
+    for item in items:
+        parts = item.path.parts
+        for kind in _KINDS:
+            if kind in parts:
+                item.add_marker(kind)
+                break
+
+
 def with_database(dsn: str, name: str) -> str:
     """The DSN of database `name` on the server of `dsn`."""
     base, _, rest = dsn.rpartition("/")

@@ -276,5 +276,8 @@ def load_settings(
         limits=limits,
         webhook_allow_private=_bool(env, "CARIOS_WEBHOOK_ALLOW_PRIVATE", False),
         webhook_schedule=_schedule(env, "CARIOS_WEBHOOK_SCHEDULE"),
+        webhook_lease_seconds=float(
+            _int(env, "CARIOS_WEBHOOK_LEASE_SECONDS", int(Settings.webhook_lease_seconds))
+        ),
         otel={k: v for k, v in env.items() if k.startswith("OTEL_")},
     )

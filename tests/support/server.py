@@ -55,7 +55,12 @@ async def start_server(
     tracer_provider: TracerProvider | None = None,
     wait_for_ready: bool = True,
 ) -> AsyncIterator[RunningServer]:
-    port = free_port()
+    # Bound here and handed to uvicorn: no other test (or xdist worker) can take the port
+    # between picking it and serving on it.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
     # public_url too: the local attachment store signs URLs that point at this server.
     services = Services(
         settings.with_overrides(port=port, public_url=f"http://127.0.0.1:{port}"),
@@ -67,7 +72,7 @@ async def start_server(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
             if task.done():
@@ -80,4 +85,7 @@ async def start_server(
         yield running
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, timeout=15)
+        try:
+            await asyncio.wait_for(task, timeout=15)
+        finally:
+            sock.close()

@@ -19,6 +19,7 @@ def test_defaults_match_the_design_table() -> None:
     assert settings.public_url == "http://localhost:8080"
     assert settings.log_level == "info"
     assert settings.database_wait_seconds == 30
+    assert settings.webhook_lease_seconds == 60
     assert not settings.tracing_enabled
     assert settings.limits.max_message_chars == 10_000
     assert settings.limits.max_body_bytes == 1024 * 1024
@@ -41,6 +42,7 @@ def test_every_variable_is_read() -> None:
         "CARIOS_PUBLIC_URL": "https://chat.example.com/",
         "CARIOS_LOG_LEVEL": "DEBUG",
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+        "CARIOS_WEBHOOK_LEASE_SECONDS": "5",
     }
     s = load_settings(env, dotenv=None)
     assert s.database_url == "postgresql://u:p@db:5432/c"
@@ -59,6 +61,7 @@ def test_every_variable_is_read() -> None:
     assert s.public_url == "https://chat.example.com"
     assert s.log_level == "debug"
     assert s.tracing_enabled
+    assert s.webhook_lease_seconds == 5
 
 
 def test_dotenv_fills_in_and_environment_wins(tmp_path: Path) -> None:
