@@ -72,9 +72,10 @@ async def restore_backup(
             clients = sorted({s.client_address or "a local socket" for s in servers})
             backends = ", ".join(str(s.pid) for s in servers)
             raise ServersConnected(
-                f"cariosan servers are still connected to {describe_dsn(dsn)} "
-                f"({len(servers)} connection(s) from {', '.join(clients)}; PostgreSQL backend "
-                f"pids {backends}): stop every server first (with the compose deployment: "
+                f"cariosan servers are still connected to {describe_dsn(dsn)}: "
+                f"{len(servers)} connection(s) named {servers[0].application_name} from "
+                f"{', '.join(clients)} (PostgreSQL backend pids {backends}); "
+                "stop every server first (with the compose deployment: "
                 "docker compose -f deploy/docker-compose.yml stop cariosan-server), "
                 "or pass --force to restore under them"
             )
