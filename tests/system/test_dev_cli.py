@@ -52,6 +52,17 @@ class Dev:
             start_new_session=True,
         )
         self.banner = self._banner()
+        # The banner comes once the port is bound; /readyz says 200 once boot has finished.
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.process.poll() is None, "cariosan dev exited"
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "cariosan dev never became ready"
+            time.sleep(0.1)
 
     def _banner(self) -> str:
         assert self.process.stdout is not None
