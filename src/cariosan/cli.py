@@ -19,16 +19,79 @@ class _Failure(Exception):
     """Raised by a command to stop with a one-line message and exit code 1."""
 
 
-def _settings() -> Any:
+def _settings(args: argparse.Namespace | None = None) -> Any:
+    """The settings of this command: those `_deployment` chose (a dev data folder's, or the
+    environment's), else the environment's."""
+    chosen = getattr(args, "settings", None)
+    if chosen is not None:
+        return chosen
     from cariosan.config import load_settings
 
     return load_settings()
 
 
+@contextmanager
+def _deployment(args: argparse.Namespace) -> Iterator[None]:
+    """Choose what the command operates on and make it reachable for the command's duration.
+
+    `--data-dir DIR`, or a `./.cariosan` made by `cariosan dev` when no CARIOS_DATABASE_URL is
+    configured: the dev deployment in that folder, with the settings dev wrote there. If no
+    `cariosan dev` is running on it, its PostgreSQL is started here and stopped afterwards.
+    Otherwise: the `CARIOS_*` environment (and ./.env), as for `serve`.
+    """
+    import os
+
+    from cariosan.config import load_settings, read_dotenv
+    from cariosan.ops.dev_folder import (
+        DEFAULT_DATA_DIR,
+        SETTINGS_FILE,
+        DevFolder,
+        environment_with,
+    )
+
+    args.dev_folder = None
+    args.dev_running = False
+    explicit = getattr(args, "data_dir", None) is not None
+    folder = DevFolder(Path(args.data_dir) if explicit else DEFAULT_DATA_DIR)
+    environ = {**read_dotenv(Path(".env")), **os.environ}
+    if explicit and not folder.exists():
+        raise _Failure(
+            f"{folder.path} holds no cariosan dev deployment (no {SETTINGS_FILE}): "
+            f"run `cariosan dev --data-dir {folder.path}` once first"
+        )
+    if not explicit and (environ.get("CARIOS_DATABASE_URL") or not folder.exists()):
+        args.settings = load_settings()
+        yield
+        return
+    args.settings = load_settings(environment_with(folder, environ, explicit=explicit), None)
+    args.dev_folder = folder
+    if not folder.try_lock(" ".join(args.command_words)):
+        args.dev_running = True  # its PostgreSQL is up: connect to it
+        yield
+        return
+    try:
+        from cariosan.ops.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
+
+        postgres = EmbeddedPostgres(folder.postgres_dir, port=folder.postgres_port())
+        print(
+            f"cariosan dev is not running: starting the database in {folder.path}", file=sys.stderr
+        )
+        try:
+            postgres.start()
+        except EmbeddedPostgresError as exc:
+            raise _Failure(f"the dev database in {folder.path} did not start: {exc}") from None
+        try:
+            yield
+        finally:
+            postgres.stop()
+    finally:
+        folder.release()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from cariosan import server
 
-    settings = _settings()
+    settings = _settings(args)
     settings.require_database()
     settings.require_jwt_secret()
     if args.workers > 1:
@@ -39,9 +102,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    """Exit 2 with one line when dev cannot start (folder in use, port taken, no database)."""
+    from cariosan.db.pool import DatabaseUnreachable
+    from cariosan.db.schema import MigrationError
     from cariosan.ops import dev
+    from cariosan.services import BootFailed
 
-    dev.run(_settings(), data_dir=Path(args.data_dir), host=args.host, port=args.port)
+    try:
+        dev.run(
+            _settings(),
+            data_dir=Path(args.data_dir),
+            host=args.host,
+            port=args.port,
+            postgres_port=args.postgres_port,
+        )
+    except (dev.DevStartFailed, BootFailed, DatabaseUnreachable, MigrationError) as exc:
+        print(f"cariosan: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -49,7 +126,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from cariosan.db import schema
     from cariosan.db.pool import connect, wait_for_database
 
-    settings = _settings()
+    settings = _settings(args)
     dsn = settings.require_database()
 
     async def run() -> int:
@@ -87,7 +164,7 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     if args.url:
         url = args.url
     else:
-        settings = _settings()
+        settings = _settings(args)
         url = local_url(settings.host, settings.port, LIVENESS if args.live else READINESS)
     healthy, line = check(url, timeout=args.timeout)
     print(line, file=sys.stdout if healthy else sys.stderr)
@@ -105,7 +182,7 @@ def _open_database(settings: Any) -> Any:
 def cmd_workspace_create(args: argparse.Namespace) -> int:
     from cariosan.domain.workspaces import create_workspace
 
-    settings = _settings()
+    settings = _settings(args)
 
     async def run() -> Any:
         prepared = await _open_database(settings)
@@ -131,7 +208,7 @@ def cmd_workspace_create(args: argparse.Namespace) -> int:
 def cmd_workspace_list(args: argparse.Namespace) -> int:
     from cariosan.domain.workspaces import list_workspaces
 
-    settings = _settings()
+    settings = _settings(args)
 
     async def run() -> Any:
         prepared = await _open_database(settings)
@@ -187,7 +264,7 @@ def _workspace_id(text: str) -> Any:
 def cmd_rotate_secret(args: argparse.Namespace) -> int:
     from cariosan.domain.workspaces import rotate_secret
 
-    settings = _settings()
+    settings = _settings(args)
 
     async def run() -> Any:
         prepared = await _open_database(settings)
@@ -197,6 +274,10 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
             await prepared.database.close()
 
     rotated = asyncio.run(run())
+    if args.dev_folder is not None:
+        from cariosan.ops.dev import remember_rotated_secret
+
+        remember_rotated_secret(args.dev_folder.path, str(rotated.workspace_id), rotated.api_secret)
     until = rotated.previous_valid_until
     if args.json:
         print(
@@ -221,7 +302,7 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from cariosan.domain.users import mint_token
 
-    settings = _settings()
+    settings = _settings(args)
     secret = settings.require_jwt_secret()
 
     async def run() -> tuple[str, int]:
@@ -249,7 +330,7 @@ def cmd_attachments_mirror(args: argparse.Namespace) -> int:
 
     from cariosan.ops.mirror import MirrorError, mirror, open_source, open_target, parse_target
 
-    settings = _settings()
+    settings = _settings(args)
     try:
         target = parse_target(
             args.target,
@@ -376,7 +457,7 @@ def _human(size: float) -> str:
 def cmd_backup_create(args: argparse.Namespace) -> int:
     from cariosan.ops.backup import create_backup
 
-    settings = _settings()
+    settings = _settings(args)
     with _progress(args.json) as phase:
         path, manifest = asyncio.run(
             create_backup(
@@ -424,7 +505,7 @@ def cmd_backup_create(args: argparse.Namespace) -> int:
 def cmd_backup_verify(args: argparse.Namespace) -> int:
     from cariosan.ops.backup import verify_backup
 
-    settings = _settings()
+    settings = _settings(args)
     with _progress(args.json) as phase:
         result = asyncio.run(verify_backup(settings, Path(args.path), phase=phase))
     if args.json:
@@ -483,7 +564,15 @@ def cmd_backup_prune(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     from cariosan.ops.restore import restore_backup
 
-    settings = _settings()
+    if args.dev_running and not args.force:
+        pid, purpose = args.dev_folder.holder()
+        here = "" if args.data_dir is None else f" --data-dir {args.data_dir}"
+        raise _Failure(
+            f"`cariosan {purpose}` (pid {pid}) is using {args.dev_folder.path}: stop it (Ctrl-C "
+            f"in its terminal), then run `cariosan restore {args.path}{here}` again; the restore "
+            "starts the dev database by itself, and the next `cariosan dev` serves what it restored"
+        )
+    settings = _settings(args)
     with _progress(args.json) as phase:
         result = asyncio.run(
             restore_backup(settings, Path(args.path), force=args.force, phase=phase)
@@ -519,44 +608,68 @@ def _positive(text: str) -> int:
     return value
 
 
+def _operates(parser: argparse.ArgumentParser, *words: str) -> None:
+    """A command that operates on a deployment: the environment's, or a dev data folder's."""
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="operate on the cariosan dev deployment in DIR, with the settings it wrote there "
+        "(default: ./.cariosan when it exists and CARIOS_DATABASE_URL is not set)",
+    )
+    parser.set_defaults(deployment=True, command_words=list(words))
+
+
 def _add_backup_commands(commands: Any) -> None:
     backup = commands.add_parser("backup", help="back up, verify, list and prune backups")
     actions = backup.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
     create = actions.add_parser(
         "create", help="dump PostgreSQL and copy the attachment files, with a manifest"
     )
-    create.add_argument("--out", default="backups", metavar="DIR", help="default: ./backups")
+    create.add_argument(
+        "--out", default="backups", metavar="DIR", help="where to write it (default: ./backups)"
+    )
     create.add_argument("--no-attachments", action="store_true", help="back up the database only")
     create.add_argument("--json", action="store_true", help="a summary on stdout, no progress")
     create.set_defaults(func=cmd_backup_create)
+    _operates(create, "backup", "create")
     verify = actions.add_parser(
         "verify", help="check every checksum and restore into a scratch database"
     )
-    verify.add_argument("path", metavar="PATH")
-    verify.add_argument("--json", action="store_true")
+    verify.add_argument("path", metavar="PATH", help="the backup folder to check")
+    verify.add_argument("--json", action="store_true", help="the result as JSON, no progress")
     verify.set_defaults(func=cmd_backup_verify)
+    _operates(verify, "backup", "verify")
     listing = actions.add_parser("list", help="the backups in a folder, oldest first")
-    listing.add_argument("--out", default="backups", metavar="DIR", help="default: ./backups")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument(
+        "--out", default="backups", metavar="DIR", help="where the backups are (default: ./backups)"
+    )
+    listing.add_argument("--json", action="store_true", help="the list as JSON")
     listing.set_defaults(func=cmd_backup_list)
     prune = actions.add_parser("prune", help="delete all but the newest N backups")
-    prune.add_argument("--keep", required=True, type=_positive, metavar="N")
-    prune.add_argument("--out", default="backups", metavar="DIR", help="default: ./backups")
-    prune.add_argument("--json", action="store_true")
+    prune.add_argument(
+        "--keep", required=True, type=_positive, metavar="N", help="how many backups to keep"
+    )
+    prune.add_argument(
+        "--out", default="backups", metavar="DIR", help="where the backups are (default: ./backups)"
+    )
+    prune.add_argument("--json", action="store_true", help="the deleted paths as JSON")
     prune.set_defaults(func=cmd_backup_prune)
 
     restore = commands.add_parser(
         "restore", help="restore a backup (refuses while a server is connected)"
     )
-    restore.add_argument("path", metavar="PATH")
+    restore.add_argument("path", metavar="PATH", help="the backup folder to restore")
     restore.add_argument(
         "--force", action="store_true", help="restore even while cariosan servers are connected"
     )
-    restore.add_argument("--json", action="store_true")
+    restore.add_argument("--json", action="store_true", help="a summary as JSON, no progress")
     restore.set_defaults(func=cmd_restore)
+    _operates(restore, "restore")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cariosan.ops.dev_folder import DEFAULT_POSTGRES_PORT
+
     parser = argparse.ArgumentParser(
         prog="cariosan", description="Cariosan: a self-hosted chat backend."
     )
@@ -574,9 +687,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     dev = commands.add_parser("dev", help="embedded mode: everything in one process, no set-up")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8080)
-    dev.add_argument("--data-dir", default=".cariosan", help="where state lives (./.cariosan)")
+    dev.add_argument("--host", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=8080, help="HTTP port (default: 8080)")
+    dev.add_argument(
+        "--postgres-port",
+        type=int,
+        default=DEFAULT_POSTGRES_PORT,
+        metavar="PORT",
+        help=f"port of the embedded PostgreSQL on 127.0.0.1 (default: {DEFAULT_POSTGRES_PORT})",
+    )
+    dev.add_argument(
+        "--data-dir",
+        default=".cariosan",
+        help="where state lives, and the settings other commands read (default: ./.cariosan)",
+    )
     dev.set_defaults(func=cmd_dev)
 
     migrate = commands.add_parser("migrate", help="apply pending schema migrations")
@@ -584,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="apply nothing; exit 1 if any migration is pending"
     )
     migrate.set_defaults(func=cmd_migrate)
+    _operates(migrate, "migrate")
 
     health = commands.add_parser(
         "healthcheck", help="exit 0 if this host's server is ready (/readyz answers 200)"
@@ -594,7 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="check liveness (/healthz: the process answers) instead of readiness",
     )
     health.add_argument("--url", help="check this URL instead of the local server's")
-    health.add_argument("--timeout", type=float, default=3.0)
+    health.add_argument(
+        "--timeout", type=float, default=3.0, metavar="SECONDS", help="give up after (default: 3)"
+    )
     health.set_defaults(func=cmd_healthcheck)
 
     workspace = commands.add_parser("workspace", help="create or list workspaces")
@@ -602,17 +729,23 @@ def build_parser() -> argparse.ArgumentParser:
         dest="workspace_command", metavar="ACTION", required=True
     )
     create = ws_commands.add_parser("create", help="create a workspace; prints its API secret once")
-    create.add_argument("name")
-    create.add_argument("--json", action="store_true")
+    create.add_argument("name", help="a name for people (need not be unique)")
+    create.add_argument(
+        "--json", action="store_true", help='print {"id", "name", "api_secret"} as JSON'
+    )
     create.set_defaults(func=cmd_workspace_create)
+    _operates(create, "workspace", "create")
     listing = ws_commands.add_parser("list", help="list workspaces (never secrets)")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="the list as JSON")
     listing.set_defaults(func=cmd_workspace_list)
+    _operates(listing, "workspace", "list")
 
     rotate = commands.add_parser(
         "rotate-secret", help="new API secret for a workspace (the old one stops working)"
     )
-    rotate.add_argument("--workspace", required=True, type=_workspace_id, metavar="ID")
+    rotate.add_argument(
+        "--workspace", required=True, type=_workspace_id, metavar="ID", help="the workspace id"
+    )
     rotate.add_argument(
         "--grace",
         type=parse_duration,
@@ -626,14 +759,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="use this new secret (cs_ + 32 or more URL-safe characters) instead of generating "
         "one, so your backend can be deployed with it before the rotation",
     )
-    rotate.add_argument("--json", action="store_true")
+    rotate.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"workspace_id", "api_secret", "previous_valid_until"} as JSON',
+    )
     rotate.set_defaults(func=cmd_rotate_secret)
+    _operates(rotate, "rotate-secret")
 
     token = commands.add_parser("token", help="mint a user JWT (support and debugging)")
-    token.add_argument("--workspace", required=True, type=_workspace_id, metavar="ID")
-    token.add_argument("--user", required=True, metavar="USER")
-    token.add_argument("--ttl", type=int, default=3600, metavar="SECONDS")
+    token.add_argument(
+        "--workspace", required=True, type=_workspace_id, metavar="ID", help="the workspace id"
+    )
+    token.add_argument("--user", required=True, metavar="USER", help="the user id (must exist)")
+    token.add_argument(
+        "--ttl", type=_positive, default=3600, metavar="SECONDS", help="lifetime (default: 3600)"
+    )
     token.set_defaults(func=cmd_token)
+    _operates(token, "token")
 
     _add_backup_commands(commands)
 
@@ -657,9 +800,10 @@ def build_parser() -> argparse.ArgumentParser:
     mirror.add_argument("--region", help="target region (default: CARIOS_S3_REGION)")
     mirror.add_argument("--json", action="store_true", help="print the counts as JSON")
     mirror.set_defaults(func=cmd_attachments_mirror)
+    _operates(mirror, "attachments", "mirror")
 
     version = commands.add_parser("version", help="release and schema version")
-    version.add_argument("--json", action="store_true")
+    version.add_argument("--json", action="store_true", help="print them as JSON")
     version.set_defaults(func=cmd_version)
     return parser
 
@@ -689,7 +833,11 @@ def _operator_message(exc: Exception) -> str | None:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
     try:
-        code = args.func(args)
+        if getattr(args, "deployment", False):
+            with _deployment(args):
+                code = args.func(args)
+        else:
+            code = args.func(args)
     except KeyboardInterrupt:
         code = 130
     except Exception as exc:

@@ -99,6 +99,10 @@ class Settings:
     event_retention_seconds: float = 30 * 86400.0
     webhook_delivery_retention_seconds: float = 14 * 86400.0
     retention_interval_seconds: float = 300.0
+    # With Redis: how often a server proves it is alive, and how long after its last proof a
+    # server that died without a word stops counting (its users' presence goes offline).
+    presence_heartbeat_seconds: float = 5.0
+    presence_node_ttl_seconds: int = 15
     # Standard OTEL_* variables, kept as given so the exporter reads them the standard way.
     otel: Mapping[str, str] = field(default_factory=dict)
     # `cariosan dev` only (never from the environment): the workspace whose users the demo chat
@@ -285,6 +289,14 @@ def load_settings(
             "CARIOS_S3_ENDPOINT is set but CARIOS_S3_ACCESS_KEY or CARIOS_S3_SECRET_KEY is not"
         )
 
+    heartbeat = _int(env, "CARIOS_PRESENCE_HEARTBEAT_SECONDS", 5)
+    node_ttl = _int(env, "CARIOS_PRESENCE_NODE_TTL_SECONDS", 15)
+    if node_ttl <= heartbeat:
+        raise ConfigError(
+            f"CARIOS_PRESENCE_NODE_TTL_SECONDS={node_ttl} must be longer than "
+            f"CARIOS_PRESENCE_HEARTBEAT_SECONDS={heartbeat}"
+        )
+
     defaults = Limits()
     limits = Limits(
         max_message_chars=_int(env, "CARIOS_MAX_MESSAGE_CHARS", defaults.max_message_chars),
@@ -346,5 +358,10 @@ def load_settings(
         webhook_delivery_retention_seconds=_duration(
             env, "CARIOS_WEBHOOK_DELIVERY_RETENTION", Settings.webhook_delivery_retention_seconds
         ),
+        webhook_lease_seconds=float(
+            _int(env, "CARIOS_WEBHOOK_LEASE_SECONDS", int(Settings.webhook_lease_seconds))
+        ),
+        presence_heartbeat_seconds=float(heartbeat),
+        presence_node_ttl_seconds=node_ttl,
         otel={k: v for k, v in env.items() if k.startswith("OTEL_")},
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from types import FrameType
 from typing import Any
 
@@ -51,8 +52,15 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise _Terminated()
 
 
-def run(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
-    """Serve until interrupted. Raises BootFailed if PostgreSQL is unreachable or unmigratable."""
+def run(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve until interrupted. Raises BootFailed if PostgreSQL is unreachable or unmigratable.
+    `sockets`: already bound listening sockets to serve on (`cariosan dev` binds first)."""
     configure_logging(settings.log_level)
     services = Services(settings, tracer_provider=build_tracer_provider(settings.otel))
     failures: list[str] = []
@@ -78,7 +86,7 @@ def run(settings: Settings, *, host: str | None = None, port: int | None = None)
     server = uvicorn.Server(config)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        asyncio.run(server.serve())
+        asyncio.run(server.serve(sockets=sockets))
     except _Terminated:
         pass
     except SystemExit:

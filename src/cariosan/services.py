@@ -73,7 +73,15 @@ class Services:
         redis_client = redis_bus.client if redis_bus is not None else None
         self.typing = TypingRelay(self.bus, redis_client, settings.redis_prefix)
         node_id = redis_bus.node_id if redis_bus is not None else "local"
-        self.presence = Presence(self.bus, None, redis_client, settings.redis_prefix, node_id)
+        self.presence = Presence(
+            self.bus,
+            None,
+            redis_client,
+            settings.redis_prefix,
+            node_id,
+            heartbeat_seconds=settings.presence_heartbeat_seconds,
+            node_ttl_seconds=settings.presence_node_ttl_seconds,
+        )
         self.migrated = False
         self.schema_version = 0
         self.boot_error: str | None = None

@@ -56,6 +56,15 @@ async def test_upload_and_download_through_server_signed_urls(chat: Chat) -> Non
     assert (await chat.carol.get(f"/v1/attachments/{signed['attachment_id']}")).status_code == 404
 
 
+async def test_a_local_upload_answers_like_s3_with_an_empty_body(chat: Chat) -> None:
+    asked = (await request_upload(chat.alice, size=5, content_type="text/plain")).json()
+    async with httpx.AsyncClient(timeout=10) as plain:
+        put = await plain.put(
+            asked["upload_url"], content=b"hello", headers=asked["upload_headers"]
+        )
+    assert put.status_code == 200 and put.content == b"", put.text
+
+
 async def test_uploads_must_match_what_was_signed(chat: Chat) -> None:
     asked = (await request_upload(chat.alice, size=5, content_type="text/plain")).json()
     url = asked["upload_url"]

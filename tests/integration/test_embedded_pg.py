@@ -251,6 +251,10 @@ def test_runs_as_an_ordinary_user(workdir: Path) -> None:
             os.setgroups([])
             os.setgid(nobody.pw_gid)
             os.setuid(nobody.pw_uid)
+            # An ordinary user's own HOME, not root's: libpq-style clients (asyncpg) look for
+            # ~/.postgresql/postgresql.key and ~/.pgpass there, and stat() under a 0700 /root
+            # raises PermissionError for anyone but root.
+            os.environ["HOME"] = str(base)
             _start_query_stop(base, result)
     else:
 

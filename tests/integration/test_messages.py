@@ -450,6 +450,23 @@ async def test_reactions_of_two_users(chat: Chat) -> None:
     assert backend.status_code == 200 and backend.json()["own_reactions"] == ["like", "+1", "wave"]
 
 
+async def test_channel_last_message_shows_what_history_shows(chat: Chat) -> None:
+    message = await send(chat.alice, "react to me")
+    url = f"/v1/messages/{message['id']}/reactions"
+    assert (await chat.alice.put(f"{url}/like")).status_code == 200
+    assert (await chat.bob.put(f"{url}/like")).status_code == 200
+    assert (await chat.bob.put(f"{url}/wow")).status_code == 200
+
+    for http, own in ((chat.alice, ["like"]), (chat.bob, ["like", "wow"])):
+        [latest] = (await history(http))["messages"]
+        assert latest["reactions"] == {"like": 2, "wow": 1} and latest["own_reactions"] == own
+        listed = (await http.get("/v1/channels")).json()["channels"]
+        [general] = [c for c in listed if c["id"] == "general"]
+        assert general["last_message"] == latest
+        single = (await http.get("/v1/channels/general")).json()
+        assert single["last_message"] == latest
+
+
 # ---- search --------------------------------------------------------------------------------
 
 

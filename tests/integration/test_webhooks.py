@@ -384,7 +384,9 @@ async def test_replay_resends_a_delivered_event(
 
     [delivery] = await until(succeeded)
     path = f"/v1/webhooks/{hook['id']}/deliveries/{delivery['id']}/replay"
-    assert (await backend.post(path)).status_code == 202
+    replayed = await backend.post(path)
+    assert replayed.status_code == 202
+    assert replayed.json() == {"delivery_id": delivery["id"], "status": "pending"}
     await receiver.wait_for_async(lambda got: len(got) == 2)
     first, again = receiver.requests()
     assert again.id == first.id and again.body == first.body

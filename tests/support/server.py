@@ -58,7 +58,12 @@ async def start_server(
     port: int | None = None,
 ) -> AsyncIterator[RunningServer]:
     """Serve on `port` (a free one when None: give the same one again to restart a server)."""
-    port = port or free_port()
+    # Bound here and handed to uvicorn: no other test (or xdist worker) can take the port
+    # between picking it and serving on it.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port or 0))
+    port = int(sock.getsockname()[1])
     # public_url too: the local attachment store signs URLs that point at this server.
     services = Services(
         settings.with_overrides(port=port, public_url=f"http://127.0.0.1:{port}"),
@@ -78,7 +83,7 @@ async def start_server(
         ws_ping_interval=None,
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
             if task.done():
@@ -91,4 +96,7 @@ async def start_server(
         yield running
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, timeout=15)
+        try:
+            await asyncio.wait_for(task, timeout=15)
+        finally:
+            sock.close()

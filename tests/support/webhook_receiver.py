@@ -19,6 +19,8 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    # time.time() at arrival: comparable with timestamps the server wrote (same machine clock).
+    wall_time: float = 0.0
 
     @property
     def id(self) -> str:
@@ -61,6 +63,7 @@ class Receiver:
                     {k.lower(): v for k, v in self.headers.items()},
                     self.rfile.read(length),
                     time.monotonic(),
+                    time.time(),
                 )
                 with receiver._lock:
                     receiver.received.append(request)

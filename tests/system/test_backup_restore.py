@@ -158,7 +158,19 @@ def test_backup_wipe_restore_gives_back_every_row_and_file(
         assert "cariosan-server from 127.0.0.1:" in refused.stderr, refused.stderr
         assert "stop every server first" in refused.stderr
         assert "Traceback" not in refused.stderr
-        time.sleep(1)  # let the webhook worker record its first (failed) attempts
+        # Let the webhook worker record its first (failed) attempts: wait for one to be recorded.
+        http = httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {workspace['api_secret']}"}
+        )
+        [hook] = http.get("/v1/webhooks").json()["webhooks"]
+        deadline = time.monotonic() + 30
+        while not any(
+            d["last_error"]
+            for d in http.get(f"/v1/webhooks/{hook['id']}/deliveries").json()["deliveries"]
+        ):
+            assert time.monotonic() < deadline, "no webhook attempt was recorded"
+            time.sleep(0.05)
+        http.close()
 
     # Stopped: nothing writes any more; this is the state the backup must give back.
     before = asyncio.run(table_rows(database_url))

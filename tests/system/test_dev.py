@@ -11,6 +11,7 @@ import re
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,9 @@ USERS = ["root", "nobody"] if os.geteuid() == 0 else ["self"]
 
 
 def _start_dev(workdir: Path, port: int, user: str) -> subprocess.Popen[str]:
+    # A free PostgreSQL port rather than the fixed default: tests run in parallel.
     command = [sys.executable, "-m", "cariosan", "dev", "--port", str(port)]
+    command += ["--postgres-port", str(free_port())]
     if user == "nobody":
         runuser = shutil.which("runuser")
         assert runuser, "runuser (util-linux) is needed to run cariosan dev as an ordinary user"
@@ -96,6 +99,8 @@ def _run_once(workdir: Path, user: str) -> tuple[str, str]:
         banner = _read_banner(process)
         url = f"http://127.0.0.1:{port}"
         assert url in banner
+        # The banner comes once the port is ours: it accepts connections at once.
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
         _wait_ready(url, process)
         ready = httpx.get(url + "/readyz").json()
         assert ready["checks"]["ephemeral"]["kind"] == "memory"

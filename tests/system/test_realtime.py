@@ -36,6 +36,9 @@ def _env(database_url: str, redis_url: str, prefix: str) -> dict[str, str]:
         "CARIOS_RATE_USER_MESSAGES_PER_SECOND": "100000",
         "CARIOS_RATE_USER_REQUESTS_PER_MINUTE": "10000000",
         "CARIOS_RATE_WORKSPACE_REQUESTS_PER_MINUTE": "10000000",
+        # A killed node's users go offline within about 5 s, not the production 15-20 s.
+        "CARIOS_PRESENCE_HEARTBEAT_SECONDS": "1",
+        "CARIOS_PRESENCE_NODE_TTL_SECONDS": "5",
     }
 
 

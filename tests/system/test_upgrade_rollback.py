@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 
 from cariosan.db import schema
-from tests.conftest import FUTURE_MIGRATION, FUTURE_MIGRATION_ENV, JWT_SECRET
+from tests.conftest import FUTURE_MIGRATION, FUTURE_SCHEMA_SUITES, JWT_SECRET
 from tests.support.process import run_cli, serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,16 +66,46 @@ def test_rolled_back_server_serves_on_a_newer_schema(database_url: str, tmp_path
     assert "cariosan_pending_migrations 0.0" in metrics
 
 
-def test_the_api_suites_pass_on_a_future_schema(tmp_path: Path) -> None:
-    env = {**os.environ, FUTURE_MIGRATION_ENV: "1"}
+@pytest.mark.parametrize("schema_release", ["future"], indirect=True)
+async def test_future_schema_databases_carry_the_future_migration(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("select to_regclass('future_polls')") is not None
+        assert await conn.fetchval(
+            "select count(*) from information_schema.columns "
+            "where table_name = 'messages' and column_name = 'future_poll_id'"
+        )
+        assert await schema.schema_version(conn) == FUTURE_MIGRATION.version
+    finally:
+        await conn.close()
+
+
+def test_the_api_suites_run_on_a_future_schema_too() -> None:
+    """Every test of the API suites that uses a database also runs as `[future]` (see
+    FUTURE_SCHEMA_SUITES in tests/conftest.py), in the same run, in parallel with the rest."""
+    assert [f"tests/{m.split('.', 1)[1].replace('.', '/')}.py" for m in FUTURE_SCHEMA_SUITES] == (
+        SUITES
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUITES],
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *SUITES],
         cwd=ROOT,
-        env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=300,
     )
-    tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-    assert result.returncode == 0, tail
-    assert " passed" in tail
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    ids = [line for line in result.stdout.splitlines() if "::" in line]
+    release = re.compile(r"\[(current|future)(?=[\]-])")
+
+    def variants(name: str) -> set[str]:
+        found = set()
+        for test_id in ids:
+            match = release.search(test_id)
+            if match is not None and match[1] == name:
+                found.add(release.sub("[", test_id))
+        return found
+
+    current, future = variants("current"), variants("future")
+    assert len(current) >= 90 and current == future
+    for suite in SUITES:
+        assert any(i.startswith(suite) for i in current), suite

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ from tests.support.webhook_receiver import Received, Receiver, Reply
 SCHEDULE = ",".join(["0", "0.5"] + ["1"] * 120)
 
 
-def _env(database_url: str) -> dict[str, str]:
+def _env(database_url: str, lease_seconds: int = 60) -> dict[str, str]:
+    """`lease_seconds`: how long a claimed delivery stays with its worker (60 in production)."""
     return {
+        "CARIOS_WEBHOOK_LEASE_SECONDS": str(lease_seconds),
         "CARIOS_DATABASE_URL": database_url,
         "CARIOS_JWT_SECRET": JWT_SECRET,
         "CARIOS_WEBHOOK_ALLOW_PRIVATE": "true",
@@ -116,6 +119,32 @@ def message_ids(secret: str, requests: list[Received]) -> Counter[str]:
     return seen
 
 
+def attempts_finished(node: ServerProcess) -> int:
+    """Attempts this server has sent and recorded the outcome of (its metrics, every outcome)."""
+    total = 0.0
+    for line in httpx.get(node.url + "/metrics").text.splitlines():
+        if line.startswith("cariosan_webhook_deliveries_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def settle(
+    http: httpx.Client, hook_id: str, nodes: list[ServerProcess], count: int
+) -> list[dict[str, Any]]:
+    """Wait until all `count` deliveries succeeded and every attempt any server claimed (the
+    claim counts it in `attempts`) has finished: from then on nothing more is sent."""
+    deadline = time.monotonic() + 60
+    while True:
+        page = http.get(f"/v1/webhooks/{hook_id}/deliveries", params={"limit": 200}).json()
+        deliveries: list[dict[str, Any]] = page["deliveries"]
+        claimed = sum(d["attempts"] for d in deliveries)
+        succeeded = len(deliveries) == count and all(d["status"] == "succeeded" for d in deliveries)
+        if succeeded and sum(attempts_finished(n) for n in nodes) == claimed:
+            return deliveries
+        assert time.monotonic() < deadline, f"deliveries did not settle: {claimed} claimed"
+        time.sleep(0.1)
+
+
 def test_a_burst_through_two_servers_arrives_once_each_signed(
     database_url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -129,7 +158,8 @@ def test_a_burst_through_two_servers_arrives_once_each_signed(
         setup_channel(clients[0])
         sent = send_messages(clients, 150, "burst")
         receiver.wait_for(lambda got: len({r.id for r in got}) >= 150, timeout=60)
-        time.sleep(1.5)  # anything sent twice would arrive by now
+        settled = settle(clients[0], hook["id"], nodes, 150)
+        assert all(d["attempts"] == 1 for d in settled), "each delivery was claimed once"
         got = receiver.requests()
         seen = message_ids(hook["secret"], got)
         assert set(seen) == sent, "every message arrived"
@@ -171,7 +201,7 @@ def test_receiver_down_while_200_messages_are_sent_then_back(
 
         receiver.start()  # back, on the same port
         receiver.wait_for(lambda got: len({r.id for r in got}) >= 200, timeout=60)
-        time.sleep(2.5)
+        settle(clients[0], hook["id"], nodes, 200)
         got = receiver.requests()
         seen = message_ids(hook["secret"], got)
         assert set(seen) == sent, "no event was lost"
@@ -212,19 +242,24 @@ def test_a_server_killed_mid_delivery_leaves_it_to_another(
     secret = workspace_secret(database_url, tmp_path)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    with serve(_env(database_url), tmp_path / "a") as first:
+    # A short lease: the retry by the other server need not wait out the production minute.
+    env = _env(database_url, lease_seconds=4)
+    with serve(env, tmp_path / "a") as first:
         with backend(first, secret) as http:
             hook = register(http, receiver.url)
             setup_channel(http)
             sent = send_messages([http], 1, "in flight")
-        receiver.wait_for(lambda got: len(got) == 1, timeout=20)
-        killed_at = time.monotonic()
+            receiver.wait_for(lambda got: len(got) == 1, timeout=20)
+            # Claimed: pending, its lease running until next_attempt_at.
+            [claimed] = http.get(f"/v1/webhooks/{hook['id']}/deliveries").json()["deliveries"]
         first.stop(signal.SIGKILL)
-    with serve(_env(database_url), tmp_path / "b") as second, backend(second, secret) as http:
-        # Retried by the other server once the 60 s lease of the dead one runs out.
+    assert claimed["status"] == "pending" and claimed["attempts"] == 1, claimed
+    lease_end = datetime.fromisoformat(claimed["next_attempt_at"]).timestamp()
+    with serve(env, tmp_path / "b") as second, backend(second, secret) as http:
+        # Retried by the other server once the lease of the dead one runs out.
         receiver.wait_for(lambda got: len(got) == 2, timeout=90)
-        assert time.monotonic() - killed_at >= 50, "the lease held while it ran"
         first_try, retry = receiver.requests()
+        assert retry.wall_time >= lease_end, "the lease held while it ran"
         assert retry.id == first_try.id and retry.body == first_try.body
         assert set(message_ids(hook["secret"], [retry])) == sent
         deadline = time.monotonic() + 10

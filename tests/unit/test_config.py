@@ -19,6 +19,8 @@ def test_defaults_match_the_design_table() -> None:
     assert settings.public_url == "http://localhost:8080"
     assert settings.log_level == "info"
     assert settings.database_wait_seconds == 30
+    assert settings.webhook_lease_seconds == 60
+    assert (settings.presence_heartbeat_seconds, settings.presence_node_ttl_seconds) == (5, 15)
     assert not settings.tracing_enabled
     assert settings.limits.max_message_chars == 10_000
     assert settings.limits.max_body_bytes == 1024 * 1024
@@ -41,6 +43,9 @@ def test_every_variable_is_read() -> None:
         "CARIOS_PUBLIC_URL": "https://chat.example.com/",
         "CARIOS_LOG_LEVEL": "DEBUG",
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+        "CARIOS_WEBHOOK_LEASE_SECONDS": "5",
+        "CARIOS_PRESENCE_HEARTBEAT_SECONDS": "1",
+        "CARIOS_PRESENCE_NODE_TTL_SECONDS": "3",
     }
     s = load_settings(env, dotenv=None)
     assert s.database_url == "postgresql://u:p@db:5432/c"
@@ -59,6 +64,8 @@ def test_every_variable_is_read() -> None:
     assert s.public_url == "https://chat.example.com"
     assert s.log_level == "debug"
     assert s.tracing_enabled
+    assert s.webhook_lease_seconds == 5
+    assert (s.presence_heartbeat_seconds, s.presence_node_ttl_seconds) == (1, 3)
 
 
 def test_dotenv_fills_in_and_environment_wins(tmp_path: Path) -> None:

@@ -25,6 +25,11 @@ class LastMessageRow:
     data: dict[str, Any]
     created_at: datetime
     edited_at: datetime | None
+    # As message reads show them: counts per type, the viewer's own types (in the order it
+    # added them), and {id, filename, content_type, size} of each attachment.
+    reactions: dict[str, int]
+    own_reactions: list[str]
+    attachments: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -62,17 +67,43 @@ _SELECT = f"""
            {UNREAD_COUNT_SQL} AS unread_count,
            lm.id AS lm_id, lm.user_id AS lm_user_id, lm.text AS lm_text,
            lm.reply_count AS lm_reply_count, lm.mentions AS lm_mentions, lm.data AS lm_data,
-           lm.created_at AS lm_created_at, lm.edited_at AS lm_edited_at
+           lm.created_at AS lm_created_at, lm.edited_at AS lm_edited_at,
+           lm.reactions AS lm_reactions, lm.own_reactions AS lm_own_reactions,
+           lm.attachments AS lm_attachments
     FROM channels c
     LEFT JOIN channel_members me
       ON me.workspace_id = c.workspace_id AND me.channel_id = c.id AND me.user_id = $2
     LEFT JOIN LATERAL (
-        SELECT m.id, m.user_id, m.text, m.reply_count, m.mentions, m.data, m.created_at,
-               m.edited_at
-        FROM messages m
-        WHERE m.workspace_id = c.workspace_id AND m.channel_id = c.id
-          AND m.parent_id IS NULL AND m.deleted_at IS NULL
-        ORDER BY m.created_at DESC, m.id DESC LIMIT 1
+        SELECT last.*,
+               coalesce((
+                   SELECT jsonb_object_agg(t.type, t.n)
+                   FROM (
+                       SELECT r.type, count(*) AS n FROM reactions r
+                       WHERE r.workspace_id = last.workspace_id AND r.message_id = last.id
+                       GROUP BY r.type
+                   ) t
+               ), '{{}}'::jsonb) AS reactions,
+               coalesce((
+                   SELECT array_agg(r.type ORDER BY r.created_at, r.type) FROM reactions r
+                   WHERE r.workspace_id = last.workspace_id AND r.message_id = last.id
+                     AND r.user_id = $2::text
+               ), '{{}}'::text[]) AS own_reactions,
+               coalesce((
+                   SELECT jsonb_agg(
+                              jsonb_build_object('id', a.id, 'filename', a.filename,
+                                                 'content_type', a.content_type, 'size', a.size)
+                              ORDER BY array_position(last.attachment_ids, a.id))
+                   FROM attachments a
+                   WHERE a.workspace_id = last.workspace_id AND a.id = ANY(last.attachment_ids)
+               ), '[]'::jsonb) AS attachments
+        FROM (
+            SELECT m.workspace_id, m.id, m.user_id, m.text, m.reply_count, m.mentions, m.data,
+                   m.created_at, m.edited_at, m.attachment_ids
+            FROM messages m
+            WHERE m.workspace_id = c.workspace_id AND m.channel_id = c.id
+              AND m.parent_id IS NULL AND m.deleted_at IS NULL
+            ORDER BY m.created_at DESC, m.id DESC LIMIT 1
+        ) last
     ) lm ON true
     WHERE c.workspace_id = $1 AND c.deleted_at IS NULL
 """  # noqa: S608 (constant SQL fragment, values are parameters)
@@ -95,6 +126,9 @@ def _last_message(r: asyncpg.Record) -> LastMessageRow | None:
         msgspec.json.decode(r["lm_data"]),
         r["lm_created_at"],
         r["lm_edited_at"],
+        msgspec.json.decode(r["lm_reactions"]),
+        list(r["lm_own_reactions"]),
+        msgspec.json.decode(r["lm_attachments"]),
     )
 
 

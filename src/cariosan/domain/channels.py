@@ -21,7 +21,7 @@ from cariosan.domain.access import MEMBER, OWNER, channel_access
 from cariosan.domain.auth import Caller
 from cariosan.domain.custom_data import storable_text, valid_data
 from cariosan.domain.ids import customer_id
-from cariosan.domain.views import ChannelView, MemberView, MessageView, to_payload
+from cariosan.domain.views import AttachmentRef, ChannelView, MemberView, MessageView, to_payload
 from cariosan.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 DM, GROUP, PUBLIC = "dm", "group", "public"
@@ -38,7 +38,7 @@ def member_view(row: rows.MemberRow) -> MemberView:
 
 
 def _last_message_view(channel_id: str, row: rows.LastMessageRow) -> MessageView:
-    # A preview for channel lists: reactions and attachments are left to the message reads.
+    # The same message as history shows it (the list is where clients render it first).
     return MessageView(
         id=str(row.id),
         channel_id=channel_id,
@@ -46,10 +46,10 @@ def _last_message_view(channel_id: str, row: rows.LastMessageRow) -> MessageView
         text=row.text,
         parent_id=None,
         reply_count=row.reply_count,
-        attachments=[],
+        attachments=[AttachmentRef(**a) for a in row.attachments],
         mentions=row.mentions,
-        reactions={},
-        own_reactions=[],
+        reactions=row.reactions,
+        own_reactions=row.own_reactions,
         data=row.data,
         created_at=row.created_at,
         edited_at=row.edited_at,

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
-from litestar import Request, get, post, put
+from litestar import MediaType, Request, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import File
@@ -112,8 +112,9 @@ async def upload_local_blob(
     signature: FromQuery[str],
     request: Request[Any, Any, Any],
     services: NamedDependency[Services],
-) -> None:
-    """Receive an upload signed by `POST /v1/attachments` (exactly the signed type and size)."""
+) -> Response[bytes]:
+    """Receive an upload signed by `POST /v1/attachments` (exactly the signed type and size).
+    Answers as S3 does: 200 with an empty body."""
     store = _local_store(services)
     content_type = request.headers.get("content-type", "")
     length = request.headers.get("content-length")
@@ -122,6 +123,7 @@ async def upload_local_blob(
     size = int(length)
     path = store.verify("PUT", _key(key), expires, signature, content_type, size)
     await store.receive(path, size, request.stream())
+    return Response(content=b"", status_code=200, media_type=MediaType.TEXT)
 
 
 @get("/v1/blobs/{key:path}", include_in_schema=False)

@@ -156,6 +156,13 @@ async def list_deliveries(
     return DeliveryPage(deliveries=[delivery_out(r) for r in rows], next_cursor=next_cursor)
 
 
+class ReplayAccepted(msgspec.Struct):
+    """A replay was queued: the delivery is pending again, due now."""
+
+    delivery_id: str
+    status: Literal["pending"]
+
+
 @post(
     "/v1/webhooks/{webhook_id:str}/deliveries/{delivery_id:str}/replay",
     status_code=202,
@@ -166,9 +173,10 @@ async def replay_delivery(
     delivery_id: FromPath[str],
     server: NamedDependency[Caller],
     services: NamedDependency[Services],
-) -> None:
+) -> ReplayAccepted:
     """Send the delivery again (same `webhook-id` and body), due now with a fresh schedule."""
     await webhooks.replay_delivery(services.db, server.workspace_id, webhook_id, delivery_id)
+    return ReplayAccepted(delivery_id=delivery_id, status="pending")
 
 
 ROUTES = [

@@ -69,13 +69,14 @@ async def restore_backup(
     try:
         servers = await facts.connected_servers(conn)
         if servers and not force:
-            names = ", ".join(
-                f"{s.application_name} from {s.client_address} (pid {s.pid})" for s in servers
-            )
+            clients = sorted({s.client_address or "a local socket" for s in servers})
+            backends = ", ".join(str(s.pid) for s in servers)
             raise ServersConnected(
-                f"{len(servers)} connection(s) of running cariosan servers to "
-                f"{describe_dsn(dsn)}: {names}; stop every server first "
-                "(docker compose -f deploy/docker-compose.yml stop cariosan-server), "
+                f"cariosan servers are still connected to {describe_dsn(dsn)}: "
+                f"{len(servers)} connection(s) named {servers[0].application_name} from "
+                f"{', '.join(clients)} (PostgreSQL backend pids {backends}); "
+                "stop every server first (with the compose deployment: "
+                "docker compose -f deploy/docker-compose.yml stop cariosan-server), "
                 "or pass --force to restore under them"
             )
         major, _, _ = await server_major(conn)

@@ -56,7 +56,12 @@ class Presence:
         redis: aioredis.Redis | None,
         prefix: str,
         node_id: str,
+        *,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        node_ttl_seconds: int = NODE_TTL,
     ) -> None:
+        self.heartbeat_seconds = heartbeat_seconds
+        self.node_ttl_seconds = node_ttl_seconds
         self.bus = bus
         self.database = database
         self.redis = redis
@@ -159,11 +164,11 @@ class Presence:
                 await self._sweep(self.redis)
             except Exception as exc:  # Redis away, or a bug: logged, and the loop goes on
                 log.warning("presence_heartbeat_failed", error=exc.__class__.__name__, exc_info=exc)
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(self.heartbeat_seconds)
 
     async def _beat(self, redis: aioredis.Redis) -> None:
         pipe = redis.pipeline(transaction=False)
-        pipe.set(f"{self.prefix}node:{self.node_id}", "1", ex=NODE_TTL)
+        pipe.set(f"{self.prefix}node:{self.node_id}", "1", ex=self.node_ttl_seconds)
         pipe.sadd(f"{self.prefix}nodes", self.node_id)
         for key, count in self.local.items():
             pipe.hset(self._hash(key), self.node_id, count)
