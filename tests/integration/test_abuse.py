@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import httpx
 import jwt
+import pytest
 import websockets
 
 from cariosan.config import Limits, Settings
@@ -40,8 +43,12 @@ async def test_failed_authentication_is_rate_limited_per_address(settings: Setti
 
 
 async def test_a_429_carries_one_set_of_rate_limit_headers(
-    server: RunningServer, workspace: NewWorkspace
+    server: RunningServer, workspace: NewWorkspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A low limit: sends slowed down by a busy machine still reach it (1 s windows).
+    settings = server.services.settings
+    limits = dataclasses.replace(settings.limits, user_messages_per_second=2)
+    monkeypatch.setattr(server.services, "settings", settings.with_overrides(limits=limits))
     token = await make_user(server, workspace, "alice")
     async with server.client(headers=bearer(token)) as http:
         created = await http.post("/v1/channels", json={"id": "c", "type": "group", "members": []})

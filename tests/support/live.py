@@ -122,10 +122,15 @@ class StuckClient:
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), head
+        # Stuck for real: asyncio would otherwise keep reading into the stream's buffer (up to
+        # twice its limit) on this client's behalf.
+        writer.transport.pause_reading()  # type: ignore[attr-defined]
         return cls(reader, writer)
 
     async def close_code(self, timeout: float = 30.0) -> int | None:
         """Read everything that was sent and return the close frame's code (None: no close)."""
+
+        self.writer.transport.resume_reading()  # type: ignore[attr-defined]
 
         async def read() -> int | None:
             while True:

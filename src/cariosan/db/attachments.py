@@ -102,18 +102,24 @@ async def get_readable(
     return None if r is None else _row(r)
 
 
+async def _among(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, attachment_ids: list[uuid.UUID], tail: str
+) -> list[AttachmentRow]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM attachments a WHERE a.workspace_id = $1 "  # noqa: S608
+        f"AND a.id = ANY($2::uuid[]) {tail}",
+        workspace_id,
+        attachment_ids,
+    )
+    return [_row(r) for r in rows]
+
+
 async def lock_for_claim(
     conn: asyncpg.Connection, workspace_id: uuid.UUID, attachment_ids: list[uuid.UUID]
 ) -> list[AttachmentRow]:
     """The attachments among `attachment_ids`, locked until the transaction ends (in id order,
     so two sends naming the same attachments cannot deadlock)."""
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM attachments a WHERE a.workspace_id = $1 "  # noqa: S608
-        "AND a.id = ANY($2::uuid[]) ORDER BY a.id FOR UPDATE",
-        workspace_id,
-        attachment_ids,
-    )
-    return [_row(r) for r in rows]
+    return await _among(conn, workspace_id, attachment_ids, "ORDER BY a.id FOR UPDATE")
 
 
 async def unlocked(
@@ -121,13 +127,7 @@ async def unlocked(
 ) -> list[AttachmentRow]:
     """The attachments among `attachment_ids`, read without a lock (checked again, locked,
     by the send's transaction)."""
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM attachments a WHERE a.workspace_id = $1 "  # noqa: S608
-        "AND a.id = ANY($2::uuid[])",
-        workspace_id,
-        attachment_ids,
-    )
-    return [_row(r) for r in rows]
+    return await _among(conn, workspace_id, attachment_ids, "")
 
 
 async def mark_uploaded(
