@@ -233,23 +233,16 @@ def cmd_workspace_list(args: argparse.Namespace) -> int:
     return 0
 
 
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def parse_duration(text: str) -> float:
     """`90s`, `30m`, `24h`, `7d` or plain seconds; argparse reports a bad value as usage (2)."""
-    value = text.strip().lower()
-    unit = _DURATION_UNITS.get(value[-1:]) if value else None
-    number = value[:-1] if unit else value
+    from cariosan.config import seconds_of
+
     try:
-        seconds = float(number) * (unit or 1)
+        return seconds_of(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"not a duration: {text!r} (use e.g. 90s, 30m, 24h)"
+            f"not a duration: {text!r} (use e.g. 90s, 30m, 24h; not negative)"
         ) from None
-    if seconds < 0:
-        raise argparse.ArgumentTypeError("a duration cannot be negative")
-    return seconds
 
 
 def _workspace_id(text: str) -> Any:
