@@ -82,7 +82,7 @@ async def history(
     return page
 
 
-async def events_of(http: httpx.AsyncClient, user_id: str, type: str) -> list[dict[str, Any]]:
+async def events_of(http: httpx.AsyncClient, type: str) -> list[dict[str, Any]]:
     """The events of `type` the user sees. A write is acknowledged once its events are in the
     log, so everything written so far is there: no waiting."""
     response = await http.get("/v1/events", params={"limit": 1000})
@@ -118,7 +118,7 @@ async def test_send_and_read_back(chat: Chat) -> None:
     assert channel["last_message"]["id"] == sent["id"]
     assert channel["last_message_at"] == sent["created_at"]
 
-    [event] = await events_of(chat.bob, "bob", "message.new")
+    [event] = await events_of(chat.bob, "message.new")
     assert event["channel_id"] == "general" and event["message"] == sent
 
 
@@ -235,7 +235,7 @@ async def test_same_id_ten_times_at_once_stores_one_message(chat: Chat) -> None:
     assert bodies[0]["id"] == message_id
 
     assert [m["id"] for m in (await history(chat.alice))["messages"]] == [message_id]
-    events = await events_of(chat.alice, "alice", "message.new")
+    events = await events_of(chat.alice, "message.new")
     assert [e["message"]["id"] for e in events] == [message_id]
 
     again = await chat.alice.post("/v1/channels/general/messages", json=body)
@@ -370,14 +370,14 @@ async def test_edit_and_delete_permissions(
     assert (await history(chat.bob))["messages"][0]["text"] == "by the backend"
 
     # Events show the message as it is now: every edit's event carries the latest text.
-    updates = await events_of(chat.bob, "bob", "message.updated")
+    updates = await events_of(chat.bob, "message.updated")
     assert [u["message"]["text"] for u in updates] == ["by the backend"] * 3
 
     theirs = await send(chat.bob, "bob's message")
     owner_deletes = await chat.alice.delete(f"/v1/messages/{theirs['id']}")
     assert owner_deletes.status_code == 204, "the channel's owner moderates it"
     assert (await chat.backend.delete(url)).status_code == 204
-    [deleted, *_] = await events_of(chat.bob, "bob", "message.deleted")
+    [deleted, *_] = await events_of(chat.bob, "message.deleted")
     assert deleted["message"]["id"] == theirs["id"] and deleted["message"]["text"] == ""
 
     own = await send(chat.bob, "my own")
@@ -394,7 +394,7 @@ async def test_deleted_messages_keep_their_place_without_content(chat: Chat) -> 
     assert (await chat.alice.put(f"{url}/reactions/like")).status_code == 200
     assert (await chat.alice.delete(url)).status_code == 204
     assert (await chat.alice.delete(url)).status_code == 204, "deleting again changes nothing"
-    assert len(await events_of(chat.alice, "alice", "message.deleted")) == 1
+    assert len(await events_of(chat.alice, "message.deleted")) == 1
 
     [first, gone] = (await history(chat.bob))["messages"]
     assert first["id"] == before["id"]
@@ -438,8 +438,8 @@ async def test_reactions_of_two_users(chat: Chat) -> None:
     removed_again = await chat.alice.delete(f"{url}/like")
     assert removed_again.status_code == 200 and removed_again.json() == removed
 
-    assert len(await events_of(chat.bob, "bob", "reaction.new")) == 3
-    [gone] = await events_of(chat.bob, "bob", "reaction.deleted")
+    assert len(await events_of(chat.bob, "reaction.new")) == 3
+    [gone] = await events_of(chat.bob, "reaction.deleted")
     assert gone["reaction"] == {"message_id": message["id"], "user_id": "alice", "type": "like"}
     assert gone["message"]["reactions"] == {"like": 1, "+1": 1}
 
