@@ -57,6 +57,11 @@ class Limits:
     auth_failures_per_minute: int = 60
     # A request's head and body must arrive within this many seconds (slow clients: 408).
     request_read_seconds: float = 10.0
+    # An idle kept-alive HTTP connection is closed after this many seconds. Longer than the idle
+    # timeout of the proxies that usually sit in front (nginx and cloud load balancers: 60 s), so
+    # they, not we, close idle connections: a server closing one just as the proxy or client
+    # reuses it makes that request fail without an answer (a 502 at the proxy).
+    http_keepalive_seconds: int = 75
 
 
 @dataclass(frozen=True)
@@ -328,6 +333,9 @@ def load_settings(
         ),
         request_read_seconds=float(
             _int(env, "CARIOS_REQUEST_READ_SECONDS", int(defaults.request_read_seconds))
+        ),
+        http_keepalive_seconds=_int(
+            env, "CARIOS_HTTP_KEEPALIVE_SECONDS", defaults.http_keepalive_seconds
         ),
     )
 

@@ -18,7 +18,7 @@ from tests.support.chat import bearer, make_user
 from tests.support.live import LiveClient, live, ws_url
 from tests.support.server import RunningServer, start_server
 
-SMALL = Limits(max_sockets_per_user=3, request_read_seconds=1.0)
+SMALL = Limits(max_sockets_per_user=3, request_read_seconds=1.0, http_keepalive_seconds=3)
 
 
 @pytest.fixture
@@ -123,3 +123,24 @@ async def test_a_half_sent_request_is_dropped(small_server: RunningServer) -> No
     # Normal requests are not affected.
     async with small_server.client() as http:
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_a_kept_alive_connection_outlives_the_read_deadline_then_closes_when_idle(
+    small_server: RunningServer,
+) -> None:
+    host, port = small_server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    for _ in range(2):
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        # Idle for longer than a request may take to arrive, shorter than keep-alive: the
+        # connection is still there for the next request (the read deadline is per request).
+        await asyncio.sleep(SMALL.request_read_seconds * 1.5)
+    # Left idle, the server closes it once keep-alive ends.
+    assert await asyncio.wait_for(reader.read(), 30) == b""
+    writer.close()

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from cariosan.config import ConfigError, load_settings, read_dotenv
+from cariosan.server import uvicorn_options
 
 GOOD_SECRET = "x" * 32
 
@@ -24,6 +25,16 @@ def test_defaults_match_the_design_table() -> None:
     assert not settings.tracing_enabled
     assert settings.limits.max_message_chars == 10_000
     assert settings.limits.max_body_bytes == 1024 * 1024
+
+
+def test_kept_alive_connections_outlast_a_load_balancers_idle_timeout() -> None:
+    # Proxies and load balancers close their idle upstream connections after 60 s; the server
+    # must hold them longer, or it may close one just as the proxy reuses it.
+    default = load_settings({}, dotenv=None)
+    assert default.limits.http_keepalive_seconds > 60
+    assert uvicorn_options(default)["timeout_keep_alive"] == default.limits.http_keepalive_seconds
+    chosen = load_settings({"CARIOS_HTTP_KEEPALIVE_SECONDS": "120"}, dotenv=None)
+    assert uvicorn_options(chosen, workers=True)["timeout_keep_alive"] == 120
 
 
 def test_every_variable_is_read() -> None:
