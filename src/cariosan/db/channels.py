@@ -58,7 +58,9 @@ class MemberRow:
     joined_at: datetime
 
 
-# $1 workspace, $2 the viewing user (or NULL); every query below binds these two first.
+# Channels with their activity, member count, the viewer's unread count and the last message,
+# for $1 workspace, $2 the viewing user (or NULL) and $3 the channel ids. Listing picks a page
+# of ids first (_PAGE), so only those channels get a last message and counts.
 _SELECT = f"""
     SELECT c.id, c.type, c.name, c.data, c.created_by, c.created_at, c.updated_at, c.deleted_at,
            c.last_message_at, coalesce(c.last_message_at, c.created_at) AS activity,
@@ -105,7 +107,7 @@ _SELECT = f"""
             ORDER BY m.created_at DESC, m.id DESC LIMIT 1
         ) last
     ) lm ON true
-    WHERE c.workspace_id = $1 AND c.deleted_at IS NULL
+    WHERE c.workspace_id = $1 AND c.deleted_at IS NULL AND c.id = ANY($3::text[])
 """  # noqa: S608 (constant SQL fragment, values are parameters)
 
 
@@ -154,8 +156,38 @@ async def get_channel(
     conn: asyncpg.Connection, workspace_id: uuid.UUID, channel_id: str, viewer: str | None
 ) -> ChannelRow | None:
     """A live channel as `viewer` sees it (its unread count); None if there is none."""
-    r = await conn.fetchrow(_SELECT + " AND c.id = $3", workspace_id, viewer, channel_id)
+    r = await conn.fetchrow(_SELECT, workspace_id, viewer, [channel_id])
     return None if r is None else _row(r)
+
+
+_ORDER = "coalesce(c.last_message_at, c.created_at) DESC, c.id DESC"
+
+# The ids of a page of live channels, newest activity first, below the keyset cursor ($4, $5):
+# the viewer's ($2), and public ones if asked ($3), or every channel when there is no viewer.
+_PAGE = f"""
+    SELECT c.id FROM channels c
+    WHERE c.workspace_id = $1 AND c.deleted_at IS NULL
+      AND ($2::text IS NULL OR ($3 AND c.type = 'public') OR EXISTS (
+          SELECT 1 FROM channel_members me
+          WHERE me.workspace_id = $1 AND me.channel_id = c.id AND me.user_id = $2
+      ))
+      AND ($4::timestamptz IS NULL
+           OR (coalesce(c.last_message_at, c.created_at), c.id) < ($4, $5::text))
+    ORDER BY {_ORDER}
+    LIMIT $6
+"""  # noqa: S608 (constant SQL fragment, values are parameters)
+
+# The same for a viewer without public channels: its memberships drive, not the workspace's
+# channels. The cursor is ($3, $4), the limit $5.
+_MEMBER_PAGE = f"""
+    SELECT c.id FROM channel_members me
+    JOIN channels c ON c.workspace_id = me.workspace_id AND c.id = me.channel_id
+    WHERE me.workspace_id = $1 AND me.user_id = $2 AND c.deleted_at IS NULL
+      AND ($3::timestamptz IS NULL
+           OR (coalesce(c.last_message_at, c.created_at), c.id) < ($3, $4::text))
+    ORDER BY {_ORDER}
+    LIMIT $5
+"""  # noqa: S608 (constant SQL fragment, values are parameters)
 
 
 async def list_channels(
@@ -169,21 +201,15 @@ async def list_channels(
 ) -> list[ChannelRow]:
     """Live channels newest activity first: the viewer's (and public ones if asked), or every
     channel of the workspace when there is no viewer; keyset-paged below `before`."""
+    when, after_id = (None, None) if before is None else before
+    if viewer is None or include_public:
+        ids = await conn.fetch(_PAGE, workspace_id, viewer, include_public, when, after_id, limit)
+    else:
+        ids = await conn.fetch(_MEMBER_PAGE, workspace_id, viewer, when, after_id, limit)
+    if not ids:
+        return []
     rows = await conn.fetch(
-        _SELECT
-        + """
-          AND ($2::text IS NULL OR me.user_id IS NOT NULL OR ($3 AND c.type = 'public'))
-          AND ($4::timestamptz IS NULL
-               OR (coalesce(c.last_message_at, c.created_at), c.id) < ($4, $5::text))
-        ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.id DESC
-        LIMIT $6
-        """,
-        workspace_id,
-        viewer,
-        include_public,
-        None if before is None else before[0],
-        None if before is None else before[1],
-        limit,
+        _SELECT + f" ORDER BY {_ORDER}", workspace_id, viewer, [r["id"] for r in ids]
     )
     return [_row(r) for r in rows]
 

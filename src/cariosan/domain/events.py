@@ -114,29 +114,26 @@ async def events_since(
             )
         if after_seq >= at.last_seq:
             return EventPage([], [], at.last_seq, False)
+        walked_to: int | None = None
         if caller.user_id is None:
             found = await rows.events_for_workspace(conn, workspace_id, after_seq, limit + 1)
-            channels: dict[str, ReaderChannel] | None = None
+            readable = found[:limit]
         else:
-            listed = await rows.reader_channels(conn, workspace_id, caller.user_id, after_seq)
-            channels = {c.channel_id: c for c in listed}
-            found = await rows.events_for_reader(
-                conn,
-                workspace_id,
-                caller.user_id,
-                list(channels),
-                after_seq,
-                at.last_seq,
-                limit + 1,
-            )
-        has_more = len(found) > limit
-        found = found[:limit]
-        readable = found
-        if channels is not None and caller.user_id is not None:
             user_id = caller.user_id
-            readable = [r for r in found if may_read(r, user_id, channels)]
+            page = await rows.events_for_reader(
+                conn, workspace_id, user_id, after_seq, at.last_seq, limit + 1
+            )
+            found, walked_to = page.events, page.walked_to
+            readable = [r for r in found[:limit] if may_read(r, user_id, page.channels)]
+        has_more = len(found) > limit or walked_to is not None
+        found = found[:limit]
         resolved = await resolve(conn, workspace_id, readable)
-    latest = found[-1].seq if has_more else max(at.last_seq, found[-1].seq if found else 0)
+    if walked_to is not None:
+        latest = walked_to  # the walk's bound ended the page: everything up to it was seen
+    elif has_more:
+        latest = found[-1].seq
+    else:
+        latest = max(at.last_seq, found[-1].seq if found else 0)
     events: list[dict[str, Any]] = []
     texts: list[str] = []
     size = 0
