@@ -54,14 +54,20 @@ async def admin(dsn: str, statement: str) -> None:
 
 @contextmanager
 def deployment(
-    *, workers: int = 1, redis: bool = False, keep_database: bool = False
+    *,
+    workers: int = 1,
+    redis: bool = False,
+    keep_database: bool = False,
+    reuse_database: str | None = None,
 ) -> Iterator[Deployment]:
     """A server (with `--workers`), a fresh database and a workspace; gone afterwards (the
-    database stays, for a look at query plans, with `keep_database`)."""
+    database stays, for a look at query plans, with `keep_database`). With `reuse_database`, a
+    server on that kept database and its `bench` workspace, left as they are."""
     postgres = provide_postgres()
     redis_service = provide_redis() if redis else None
-    name = f"cariosan_bench_{uuid.uuid4().hex[:10]}"
-    asyncio.run(admin(postgres.dsn, f'CREATE DATABASE "{name}"'))
+    name = reuse_database or f"cariosan_bench_{uuid.uuid4().hex[:10]}"
+    if reuse_database is None:
+        asyncio.run(admin(postgres.dsn, f'CREATE DATABASE "{name}"'))
     dsn = database_dsn(postgres.dsn, name)
     try:
         env = {
@@ -76,21 +82,41 @@ def deployment(
         with tempfile.TemporaryDirectory(prefix="cariosan-bench-") as folder:
             args = ["--workers", str(workers)] if workers > 1 else []
             with serve(env, Path(folder), args=args) as server:
-                made = run_cli(["workspace", "create", "bench", "--json"], env)
-                if made.returncode != 0:
-                    raise RuntimeError(made.stderr.strip())
-                workspace = json.loads(made.stdout)
-                yield Deployment(
-                    server.url, dsn, workspace["api_secret"], uuid.UUID(workspace["id"]), redis
-                )
+                if reuse_database is None:
+                    made = run_cli(["workspace", "create", "bench", "--json"], env)
+                    if made.returncode != 0:
+                        raise RuntimeError(made.stderr.strip())
+                    workspace = json.loads(made.stdout)
+                    secret, workspace_id = workspace["api_secret"], uuid.UUID(workspace["id"])
+                else:
+                    # Its API secret is gone (only a hash is kept): benches on a kept database
+                    # mint user tokens and do not call as the backend.
+                    secret, workspace_id = "", asyncio.run(workspace_named(dsn, "bench"))
+                yield Deployment(server.url, dsn, secret, workspace_id, redis)
     finally:
-        if keep_database:
+        if keep_database or reuse_database is not None:
             print(f'kept database {name} (drop it with: DROP DATABASE "{name}")')
         else:
             asyncio.run(admin(postgres.dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         if redis_service is not None:
             redis_service.close()
         postgres.close()
+
+
+async def workspace_named(dsn: str, name: str) -> uuid.UUID:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await conn.fetchval("SELECT id FROM workspaces WHERE name = $1", name)
+    finally:
+        await conn.close()
+    if not isinstance(found, uuid.UUID):
+        raise RuntimeError(f"no workspace named {name!r} in that database")
+    return found
+
+
+def user_tokens(workspace_id: uuid.UUID, names: list[str]) -> dict[str, str]:
+    """Tokens of users that exist, minted with the bench's JWT secret."""
+    return {n: tokens.mint(JWT_SECRET, workspace_id, n, 3600)[0] for n in names}
 
 
 async def make_users(where: Deployment, names: list[str]) -> dict[str, str]:
@@ -103,4 +129,4 @@ async def make_users(where: Deployment, names: list[str]) -> dict[str, str]:
                 *(http.put(f"/v1/users/{n}", json={"name": n}) for n in batch)
             )
             assert all(r.status_code == 200 for r in replies), replies[0].text
-    return {n: tokens.mint(JWT_SECRET, where.workspace_id, n, 3600)[0] for n in names}
+    return user_tokens(where.workspace_id, names)

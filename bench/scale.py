@@ -30,7 +30,7 @@ import httpx
 from tests.support.process import run_cli
 
 from bench import datagen
-from bench.harness import Deployment, deployment, make_users
+from bench.harness import Deployment, deployment, make_users, user_tokens, workspace_named
 
 Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
 
@@ -96,7 +96,8 @@ def _env(where: Deployment) -> dict[str, str]:
     return {"CARIOS_DATABASE_URL": where.database_url, "CARIOS_JWT_SECRET": JWT_SECRET}
 
 
-async def run(args: argparse.Namespace, where: Deployment) -> None:
+async def fill(args: argparse.Namespace, where: Deployment) -> tuple[dict[str, str], str]:
+    """The data set; the readers' and the small workspace's searcher's tokens."""
     shape = datagen.Shape(messages=args.messages, channels=args.channels)
     authors = [f"w{i}" for i in range(datagen.AUTHORS)]
     people = await make_users(where, [*authors, "reader_all", "reader_few"])
@@ -116,6 +117,16 @@ async def run(args: argparse.Namespace, where: Deployment) -> None:
     searcher, _ = await small_workspace(where)
     await datagen.analyze(where.database_url)
     print(f"filled in {time.monotonic() - began:.0f} s", flush=True)
+    return people, searcher
+
+
+async def run(args: argparse.Namespace, where: Deployment) -> None:
+    if args.reuse_database:
+        people = user_tokens(where.workspace_id, ["reader_all", "reader_few"])
+        small = await workspace_named(where.database_url, "small")
+        searcher = user_tokens(small, ["searcher"])["searcher"]
+    else:
+        people, searcher = await fill(args, where)
 
     conn = await asyncpg.connect(where.database_url)
     try:
@@ -203,8 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-database", action="store_true", help="leave the filled database (query plans)"
     )
+    parser.add_argument(
+        "--reuse-database",
+        metavar="NAME",
+        help="time the read paths on a database kept by an earlier --keep-database run",
+    )
     args = parser.parse_args(argv)
-    with deployment(keep_database=args.keep_database) as where:
+    with deployment(keep_database=args.keep_database, reuse_database=args.reuse_database) as where:
         asyncio.run(run(args, where))
     return 0
 
