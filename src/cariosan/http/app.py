@@ -14,6 +14,7 @@ from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlu
 
 from cariosan import __version__
 from cariosan.domain.auth import Caller
+from cariosan.heap import freeze_booted_heap
 from cariosan.http import (
     attachments,
     auth,
@@ -52,6 +53,7 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
         async def boot() -> None:
             try:
                 await services.boot()
+                freeze_booted_heap()
             except BootFailed as exc:
                 log.error("boot_failed", reason=str(exc))
                 if on_boot_failure is not None:
