@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import socket
 from types import FrameType
@@ -45,6 +46,36 @@ def uvicorn_options(
     return options
 
 
+# Files a server process keeps open besides client sockets: its database pool, Redis, logs,
+# libraries. What is left of the open-file limit is what it can hold in connections.
+FILES_NOT_SOCKETS = 100
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft limit on open files to the hard limit, as nginx and Synapse do: every
+    connection is a file, and the usual soft default (1,024) would refuse the 1,025th client.
+    Returns the limit in force; child processes (`--workers`) inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft if soft != resource.RLIM_INFINITY else target
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft  # a platform that caps it lower (macOS: OPEN_MAX): keep what we have
+    return target
+
+
+def _log_open_file_limit(workers: int = 1) -> None:
+    files = raise_open_file_limit()
+    log.info(
+        "open_file_limit",
+        files=files,
+        sockets_per_process=max(0, files - FILES_NOT_SOCKETS),
+        processes=workers,
+    )
+
+
 class _Terminated(Exception):
     """SIGTERM, turned into an exception so `finally` blocks (stopping embedded PostgreSQL) run."""
 
@@ -63,6 +94,7 @@ def run(
     """Serve until interrupted. Raises BootFailed if PostgreSQL is unreachable or unmigratable.
     `sockets`: already bound listening sockets to serve on (`cariosan dev` binds first)."""
     configure_logging(settings.log_level)
+    _log_open_file_limit()
     services = Services(settings, tracer_provider=build_tracer_provider(settings.otel))
     failures: list[str] = []
     server: uvicorn.Server | None = None
@@ -128,6 +160,7 @@ def run_workers(
     """Serve with `workers` processes. Waits for PostgreSQL and migrates first, so a boot
     failure stops the command with its one line (BootFailed) before any worker starts."""
     configure_logging(settings.log_level)
+    _log_open_file_limit(workers)
     if workers > 1 and not settings.redis_url:
         log.warning(
             "workers_without_redis",

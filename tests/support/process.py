@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -86,8 +87,16 @@ def serve(
     *,
     wait_ready: bool = True,
     args: list[str] | None = None,
+    open_files: int | None = None,
 ) -> Iterator[ServerProcess]:
+    """A `cariosan serve` process; `open_files` lowers the soft open-file limit it starts with."""
     port = free_port()
+
+    def limit_files() -> None:
+        if open_files is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+
     log_path = log_dir / f"server-{port}.log"
     full_env = cariosan_env({"CARIOS_HOST": "127.0.0.1", "CARIOS_PORT": str(port), **env})
     with log_path.open("wb") as log:
@@ -97,6 +106,7 @@ def serve(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=log_dir,
+            preexec_fn=limit_files if open_files is not None else None,
         )
     running = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
     try:

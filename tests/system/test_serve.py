@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import resource
 from pathlib import Path
 
 import asyncpg
@@ -52,6 +53,21 @@ def test_serve_boots_migrates_and_logs_json(empty_database_url: str, tmp_path: P
     # Every line of output is a JSON object (nothing printed around the logger).
     text_lines = [line for line in server.raw_log().splitlines() if line.strip()]
     assert all(line.startswith("{") for line in text_lines), text_lines[:5]
+
+
+def test_serve_raises_its_open_file_limit_and_says_how_many_sockets_it_can_hold(
+    database_url: str, tmp_path: Path
+) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard == resource.RLIM_INFINITY or hard > 256, "this test needs a hard limit above 256"
+    with serve(_env(database_url), tmp_path, open_files=256) as server:
+        limits = Path(f"/proc/{server.process.pid}/limits").read_text()
+    soft = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+    raised = soft.split()[3]
+    assert raised != "256" and (raised == "unlimited" or int(raised) > 256), soft
+    said = next(line for line in server.logs() if line.get("event") == "open_file_limit")
+    assert str(said["files"]) == raised or raised == "unlimited"
+    assert said["sockets_per_process"] == said["files"] - 100
 
 
 def test_two_servers_on_an_empty_database_both_come_up(
