@@ -248,3 +248,20 @@ async def test_a_newer_secret_retires_older_ones_but_a_stale_configuration_retir
     # A one-step change retires at once.
     assert (await started(s3)).accepted() == [s3]
     assert (await started(s2)).accepted() == []
+
+
+async def test_the_python_sdk_revokes_tokens(
+    server: RunningServer, workspace: NewWorkspace
+) -> None:
+    from cariosan.client import ChatClient, ServerClient, Unauthorized
+
+    async with ServerClient(server.url, workspace.api_secret) as backend:
+        await backend.upsert_user("erin")
+        before = (await backend.create_token("erin")).token
+        await backend.revoke_tokens("erin")
+        after = (await backend.create_token("erin")).token
+    async with ChatClient(server.url, token=before) as erin:
+        with pytest.raises(Unauthorized):
+            await erin.me()
+    async with ChatClient(server.url, token=after) as erin:
+        assert (await erin.me()).user.id == "erin"
