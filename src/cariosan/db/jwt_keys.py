@@ -14,6 +14,8 @@ async def register(conn: asyncpg.Connection, current: str, previous: str | None)
     A secret is retired only by a configuration whose current secret was first seen after it
     (and is not itself retired), so a node restarted with a stale configuration during a
     rolling deploy never retires the newer secret: it only finds its own secret refused.
+    Naming a retired secret as the previous one brings it back (the operator keeps it for
+    verification on purpose, e.g. to undo a rotation that logged everyone out).
     """
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", JWT_KEYS_LOCK_KEY)
@@ -22,6 +24,10 @@ async def register(conn: asyncpg.Connection, current: str, previous: str | None)
             await conn.execute(
                 "INSERT INTO jwt_keys (fingerprint) VALUES ($1) ON CONFLICT DO NOTHING",
                 fingerprint,
+            )
+        if previous:
+            await conn.execute(
+                "UPDATE jwt_keys SET retired_at = NULL WHERE fingerprint = $1", previous
             )
         await conn.execute(
             """
