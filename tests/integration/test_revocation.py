@@ -187,11 +187,22 @@ async def test_a_hard_delete_closes_the_socket_and_tells_the_remaining_members(
             assert "alice" not in [m["user_id"] for m in members.json()["members"]]
         assert await _me_status(server, old) == (401, "UNAUTHORIZED")
         assert await _ws_refused(server, old) == 4001
-        async with live(server.url, await _mint(server, workspace, "alice")) as new_alice:
+        new_token = await _mint(server, workspace, "alice")
+        async with live(server.url, new_token) as new_alice:
             await _send(server, people["bob"], channel, "alice is gone")
             [seen] = await carol.events(1, types=("message.new",))
             assert seen["message"]["text"] == "alice is gone"
             assert await new_alice.silent(1.0) == []
+        # Nor does it read the former user's removals in its catch-up.
+        async with user_client(server, new_token) as http:
+            caught_up = (await http.get("/v1/events", params={"after_seq": 0})).json()
+        assert caught_up["events"] == []
+        # Carol's catch-up has them, as live delivery did.
+        async with user_client(server, people["carol"]) as http:
+            carols = (await http.get("/v1/events", params={"after_seq": 0})).json()["events"]
+        assert sorted(e["channel_id"] for e in carols if e["type"] == "member.removed") == sorted(
+            [channel, other]
+        )
 
 
 class _NoNotice:

@@ -48,8 +48,11 @@ class Audience:
                 self.members[channel] = _channel_members(event.payload)
             elif event.type == "member.added" and event.user_id is not None:
                 self.members.setdefault(channel, set()).add(event.user_id)
-            elif event.type == "member.removed" and event.user_id is not None:
-                self.members.get(channel, set()).discard(event.user_id)
+            elif event.type == "member.removed":
+                # A hard-deleted user's removals name it in the payload only (domain/users.py).
+                removed = event.user_id or event.payload.get("user_id")
+                if isinstance(removed, str):
+                    self.members.get(channel, set()).discard(removed)
         users = set(self.members.get(channel, ())) if channel is not None else set()
         if event.user_id is not None:
             users.add(event.user_id)

@@ -90,7 +90,8 @@ async def delete_user(
             # those it caused or that name it go with it.
             await event_rows.remove_events_of_user(conn, workspace_id, user_id)
             # The remaining members' clients (and every node's view of who receives a
-            # channel's events) learn that the user left, as with any removal.
+            # channel's events) learn that the user left, as with any removal. Not filed as
+            # the user's own events: a user created later with this id must not read them.
             for member in removed or ():
                 view = MemberView(user_id=user_id, role=member.role, joined_at=member.joined_at)
                 await event_rows.append_event(
@@ -99,7 +100,6 @@ async def delete_user(
                     "member.removed",
                     {"member": to_payload(view), "user_id": user_id},
                     channel_id=member.channel_id,
-                    user_id=user_id,
                 )
         else:
             found = await rows.anonymize_user(conn, workspace_id, user_id)
