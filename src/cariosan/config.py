@@ -108,6 +108,9 @@ class Settings:
     # server that died without a word stops counting (its users' presence goes offline).
     presence_heartbeat_seconds: float = 5.0
     presence_node_ttl_seconds: int = 15
+    # How often each server checks its open sockets against the database for revoked tokens
+    # (a backstop: revocations reach every node at once over the bus; this catches lost ones).
+    revocation_check_seconds: float = 10.0
     # Standard OTEL_* variables, kept as given so the exporter reads them the standard way.
     otel: Mapping[str, str] = field(default_factory=dict)
     # `cariosan dev` only (never from the environment): the workspace whose users the demo chat
@@ -371,5 +374,8 @@ def load_settings(
         ),
         presence_heartbeat_seconds=float(heartbeat),
         presence_node_ttl_seconds=node_ttl,
+        revocation_check_seconds=_duration(
+            env, "CARIOS_REVOCATION_CHECK_SECONDS", Settings.revocation_check_seconds
+        ),
         otel={k: v for k, v in env.items() if k.startswith("OTEL_")},
     )

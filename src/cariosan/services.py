@@ -20,6 +20,7 @@ from cariosan.db import schema
 from cariosan.db.bootstrap import prepare_database
 from cariosan.db.pool import Database, DatabaseUnreachable
 from cariosan.domain.attachments import CleanupJob
+from cariosan.domain.jwt_keys import KeyRing
 from cariosan.domain.ratelimit import AuthFailures
 from cariosan.ephemeral import EphemeralStore, open_ephemeral
 from cariosan.jobs.retention import RetentionJob
@@ -66,7 +67,15 @@ class Services:
         if settings.redis_url:
             redis_bus = RedisBus(settings.redis_url, settings.redis_prefix)
         self.bus: Bus = redis_bus or LocalBus()
-        self.hub = Hub(lambda: self.db, self.bus, self.metrics)
+        # The JWT secrets accepted: configured ones minus those retired deployment-wide.
+        self.keyring = KeyRing(settings.jwt_secret, settings.jwt_secret_previous)
+        self.hub = Hub(
+            lambda: self.db,
+            self.bus,
+            self.metrics,
+            keyring=self.keyring,
+            check_seconds=settings.revocation_check_seconds,
+        )
         # Gives committed events their seq and wakes live delivery (started at boot).
         self.sequencer = Sequencer(lambda: self.db, self.bus, self.metrics)
         self.sockets = SocketQuota(settings.limits.max_sockets_per_user)
@@ -94,9 +103,9 @@ class Services:
 
     @property
     def jwt_secrets(self) -> list[str]:
-        """Secrets that verify user tokens: the current one, then the previous during a rotation."""
-        previous = self.settings.jwt_secret_previous
-        return [self.settings.jwt_secret, *([previous] if previous else [])]
+        """Secrets that verify user tokens: the current one, then the previous during a rotation,
+        less any a newer configuration of the deployment retired (domain/jwt_keys.py)."""
+        return self.keyring.accepted()
 
     @property
     def db(self) -> Database:
@@ -121,7 +130,13 @@ class Services:
             raise BootFailed(str(exc)) from None
         self.database = prepared.database
         self.database.on_commit = self.sequencer.on_commit
+        try:
+            await self.keyring.register(self.database)
+        except Exception as exc:
+            # Not fatal: the hub's periodic check reads the retired secrets again.
+            log.warning("jwt_keys_register_failed", error=exc.__class__.__name__, exc_info=exc)
         self.hub.start()
+        self.hub.keys_changed()
         self.sequencer.start()
         self.presence.start(self.database)
         report = prepared.report

@@ -111,6 +111,14 @@ async def _seed_event_log(conn: asyncpg.Connection, ws: uuid.UUID, step: int) ->
     )
 
 
+async def _seed_revocation(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> None:
+    await conn.execute(
+        "UPDATE users SET tokens_valid_after = now() WHERE workspace_id = $1 AND id = 'alice'", ws
+    )
+    # A fingerprint names a secret, not a workspace: the step's workspace id stands in for one.
+    await conn.execute("INSERT INTO jwt_keys (fingerprint, retired_at) VALUES ($1, now())", str(ws))
+
+
 # Rows valid at each schema version, written at that version and at every later one. A new
 # migration adds its entry here, so that its tables carry data through later upgrades too.
 # Each entry: (the seed, a table it writes one row to per step, counted at the end), or None for
@@ -122,6 +130,7 @@ SEEDS: dict[int, tuple[Seed, str] | None] = {
     4: (_seed_attachments, "attachments"),
     5: (_seed_event_log, "channel_event_positions"),
     6: None,
+    7: (_seed_revocation, "jwt_keys"),
 }
 
 
@@ -182,7 +191,8 @@ async def test_every_version_in_turn_keeps_every_row(empty_database_url: str) ->
                 for step in range(first_step, len(migrations) + 1)
             }
             rows = [json.loads(r) for r in final[table]]
-            mine = [r for r in rows if r.get("workspace_id", r.get("id")) in seeded]
+            owner = ("workspace_id", "id", "fingerprint")
+            mine = [r for r in rows if next((r[k] for k in owner if k in r), None) in seeded]
             assert len(mine) == len(migrations) - first_step + 1, table
     finally:
         await conn.close()

@@ -57,6 +57,7 @@ def test_every_variable_is_read() -> None:
         "CARIOS_WEBHOOK_LEASE_SECONDS": "5",
         "CARIOS_PRESENCE_HEARTBEAT_SECONDS": "1",
         "CARIOS_PRESENCE_NODE_TTL_SECONDS": "3",
+        "CARIOS_REVOCATION_CHECK_SECONDS": "2s",
     }
     s = load_settings(env, dotenv=None)
     assert s.database_url == "postgresql://u:p@db:5432/c"
@@ -77,6 +78,7 @@ def test_every_variable_is_read() -> None:
     assert s.tracing_enabled
     assert s.webhook_lease_seconds == 5
     assert (s.presence_heartbeat_seconds, s.presence_node_ttl_seconds) == (1, 3)
+    assert s.revocation_check_seconds == 2
 
 
 def test_dotenv_fills_in_and_environment_wins(tmp_path: Path) -> None:

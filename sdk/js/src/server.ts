@@ -60,6 +60,11 @@ export class ServerClient {
     await this.request("DELETE", `/v1/users/${segment(userId)}`, { query: { mode } });
   }
 
+  /** Refuse every token of the user issued before now; its open sockets close with 4001. */
+  async revokeTokens(userId: string): Promise<void> {
+    await this.request("POST", `/v1/users/${segment(userId)}/revoke-tokens`);
+  }
+
   /** A user JWT to hand to that user's app (valid `ttlSeconds`, server default 3600). */
   createToken(userId: string, options: { ttlSeconds?: number } = {}): Promise<Token> {
     const body = compact({ ttl_seconds: options.ttlSeconds });

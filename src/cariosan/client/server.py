@@ -113,6 +113,11 @@ class ServerClient:
         """Delete a user: `anonymize` keeps their messages without identity, `hard` removes all."""
         await self._request("DELETE", f"/v1/users/{segment(user_id)}", params={"mode": mode})
 
+    async def revoke_tokens(self, user_id: str) -> None:
+        """Refuse every token of the user issued before now; its open sockets are closed (4001).
+        Tokens from `create_token` afterwards work."""
+        await self._request("POST", f"/v1/users/{segment(user_id)}/revoke-tokens")
+
     async def create_token(self, user_id: str, ttl_seconds: int | None = None) -> Token:
         """A user JWT for `ChatClient` (valid `ttl_seconds`, server default 3600)."""
         body = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}

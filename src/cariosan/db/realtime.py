@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import asyncpg
 
@@ -38,3 +39,16 @@ async def touch_last_active(
         workspace_id,
         user_ids,
     )
+
+
+async def token_floors(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_ids: list[str]
+) -> dict[str, datetime | None]:
+    """`tokens_valid_after` of those users that exist and are not deleted (the others: absent)."""
+    rows = await conn.fetch(
+        "SELECT id, tokens_valid_after FROM users "
+        "WHERE workspace_id = $1 AND id = ANY($2::text[]) AND deleted_at IS NULL",
+        workspace_id,
+        user_ids,
+    )
+    return {r["id"]: r["tokens_valid_after"] for r in rows}

@@ -73,6 +73,9 @@ async def upsert_user(
             image_url = CASE WHEN $8 THEN EXCLUDED.image_url ELSE users.image_url END,
             role = CASE WHEN $9 THEN EXCLUDED.role ELSE users.role END,
             data = CASE WHEN $10 THEN EXCLUDED.data ELSE users.data END,
+            -- Brought back from a delete: no token of its former life works again.
+            tokens_valid_after = CASE WHEN users.deleted_at IS NULL
+                THEN users.tokens_valid_after ELSE clock_timestamp() END,
             deleted_at = NULL,
             updated_at = now()
         RETURNING {_COLUMNS}, (xmax = 0) AS created
@@ -107,30 +110,100 @@ async def anonymize_user(conn: asyncpg.Connection, workspace_id: uuid.UUID, user
     """Keep the id (messages still reference it), drop what identifies the person."""
     result = await conn.execute(
         "UPDATE users SET name = NULL, image_url = NULL, data = '{}', deleted_at = now(), "
-        "updated_at = now() WHERE workspace_id = $1 AND id = $2",
+        "updated_at = now(), tokens_valid_after = clock_timestamp() "
+        "WHERE workspace_id = $1 AND id = $2",
         workspace_id,
         user_id,
     )
     return bool(result != "UPDATE 0")
 
 
-async def hard_delete_user(conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str) -> bool:
-    """Remove the user with its messages, reactions and memberships."""
+@dataclass(frozen=True)
+class RemovedMembership:
+    channel_id: str
+    role: str
+    joined_at: datetime
+
+
+async def hard_delete_user(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str
+) -> list[RemovedMembership] | None:
+    """Remove the user with its messages, reactions and memberships; the memberships it had
+    in channels not deleted (for their `member.removed`), or None when there was no user."""
     await conn.execute(
         "DELETE FROM reactions WHERE workspace_id = $1 AND user_id = $2", workspace_id, user_id
     )
     await conn.execute(
         "DELETE FROM messages WHERE workspace_id = $1 AND user_id = $2", workspace_id, user_id
     )
-    await conn.execute(
-        "DELETE FROM channel_members WHERE workspace_id = $1 AND user_id = $2",
+    removed = await conn.fetch(
+        """
+        DELETE FROM channel_members m WHERE m.workspace_id = $1 AND m.user_id = $2
+        RETURNING m.channel_id, m.role, m.joined_at, EXISTS (
+            SELECT 1 FROM channels c
+            WHERE c.workspace_id = m.workspace_id AND c.id = m.channel_id
+              AND c.deleted_at IS NULL) AS live
+        """,
         workspace_id,
         user_id,
     )
     result = await conn.execute(
         "DELETE FROM users WHERE workspace_id = $1 AND id = $2", workspace_id, user_id
     )
-    return bool(result != "DELETE 0")
+    if result == "DELETE 0":
+        return None
+    return [
+        RemovedMembership(r["channel_id"], r["role"], r["joined_at"])
+        for r in sorted(removed, key=lambda r: r["channel_id"])
+        if r["live"]
+    ]
+
+
+async def revoke_tokens(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str
+) -> datetime | None:
+    """Refuse every token of the user minted before now; the new `tokens_valid_after`, or None
+    when there is no such user."""
+    value = await conn.fetchval(
+        "UPDATE users SET tokens_valid_after = clock_timestamp() "
+        "WHERE workspace_id = $1 AND id = $2 RETURNING tokens_valid_after",
+        workspace_id,
+        user_id,
+    )
+    return value if isinstance(value, datetime) else None
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    role: str
+    # Tokens minted before this are refused; None: every token of the user (older rows).
+    tokens_valid_after: datetime | None
+
+
+async def token_check(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str
+) -> TokenCheck | None:
+    """What a user token is checked against; None when the user is gone or deleted."""
+    r = await conn.fetchrow(
+        "SELECT role, tokens_valid_after FROM users "
+        "WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
+        workspace_id,
+        user_id,
+    )
+    return None if r is None else TokenCheck(r["role"], r["tokens_valid_after"])
+
+
+async def issue_time(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str
+) -> datetime | None:
+    """The database clock now, for a token's issue time; None unless the user is active."""
+    value = await conn.fetchval(
+        "SELECT clock_timestamp() FROM users "
+        "WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
+        workspace_id,
+        user_id,
+    )
+    return value if isinstance(value, datetime) else None
 
 
 async def auth_lookup(
@@ -143,3 +216,10 @@ async def auth_lookup(
         user_id,
     )
     return role if isinstance(role, str) else None
+
+
+async def database_now(conn: asyncpg.Connection) -> datetime:
+    """PostgreSQL's clock now (the clock token issue times are read from)."""
+    value = await conn.fetchval("SELECT clock_timestamp()")
+    assert isinstance(value, datetime)
+    return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from cariosan.db import users as user_rows
 from cariosan.db import workspaces as workspace_rows
@@ -54,7 +55,14 @@ async def authenticate(
     if act_as is not None and act_as != claims.user_id:
         raise Forbidden("a user token cannot act as another user")
     async with database.connection() as conn:
-        role = await user_rows.auth_lookup(conn, claims.workspace_id, claims.user_id)
-    if role is None:
+        check = await user_rows.token_check(conn, claims.workspace_id, claims.user_id)
+    if check is None:
         raise Unauthorized("the token's user does not exist or was deleted")
-    return Caller(claims.workspace_id, claims.user_id, is_server=False, role=role)
+    if not token_still_valid(claims, check.tokens_valid_after):
+        raise Unauthorized("the token was revoked: get a new one")
+    return Caller(claims.workspace_id, claims.user_id, is_server=False, role=check.role)
+
+
+def token_still_valid(claims: tokens.TokenClaims, valid_after: datetime | None) -> bool:
+    """Minted at or after the user's `tokens_valid_after` (both on the database clock)."""
+    return valid_after is None or claims.issued_at_us >= tokens.micros(valid_after)

@@ -48,8 +48,11 @@ class Audience:
                 self.members[channel] = _channel_members(event.payload)
             elif event.type == "member.added" and event.user_id is not None:
                 self.members.setdefault(channel, set()).add(event.user_id)
-            elif event.type == "member.removed" and event.user_id is not None:
-                self.members.get(channel, set()).discard(event.user_id)
+            elif event.type == "member.removed":
+                # A hard-deleted user's removals name it in the payload only (domain/users.py).
+                removed = event.user_id or event.payload.get("user_id")
+                if isinstance(removed, str):
+                    self.members.get(channel, set()).discard(removed)
         users = set(self.members.get(channel, ())) if channel is not None else set()
         if event.user_id is not None:
             users.add(event.user_id)
@@ -112,6 +115,9 @@ class LiveCaller:
     caller: Caller
     user_id: str
     expires_at: int
+    # The token's issue time and secret: a revocation or a retired secret closes the socket.
+    issued_at_us: int = 0
+    key_id: str = ""
 
 
 async def authenticate_live(database: Database, jwt_secrets: list[str], token: str) -> LiveCaller:
@@ -120,7 +126,29 @@ async def authenticate_live(database: Database, jwt_secrets: list[str], token: s
         raise Unauthorized("the WebSocket needs a user token")
     claims = tokens.verify(token, jwt_secrets)
     caller = await authenticate(database, jwt_secrets, token, None)
-    return LiveCaller(caller, caller.require_user(), claims.expires_at)
+    return LiveCaller(
+        caller, caller.require_user(), claims.expires_at, claims.issued_at_us, claims.key_id
+    )
+
+
+async def revoked_sessions(
+    database: Database, workspace_id: uuid.UUID, sessions: list[tuple[str, int]]
+) -> set[tuple[str, int]]:
+    """Of (user_id, token issued_at_us) pairs, those whose token no longer authenticates: the
+    user is gone or deleted, or its tokens were revoked after this one was minted."""
+    async with database.connection() as conn:
+        floors = await live_rows.token_floors(
+            conn, workspace_id, sorted({user for user, _ in sessions})
+        )
+    refused: set[tuple[str, int]] = set()
+    for user_id, issued in sessions:
+        if user_id not in floors:
+            refused.add((user_id, issued))
+            continue
+        floor = floors[user_id]
+        if floor is not None and issued < tokens.micros(floor):
+            refused.add((user_id, issued))
+    return refused
 
 
 async def mark_active(database: Database, workspace_id: uuid.UUID, user_ids: list[str]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from cariosan.config import Limits
 from cariosan.db import events as event_rows
@@ -12,11 +12,19 @@ from cariosan.db.pool import Database
 from cariosan.domain import tokens
 from cariosan.domain.custom_data import storable_text, valid_data
 from cariosan.domain.ids import customer_id
+from cariosan.domain.views import MemberView, to_payload
 from cariosan.errors import NotFound, ValidationFailed
 
 ROLES = ("user", "admin")
 MAX_NAME = 200
 MAX_URL = 2048
+
+
+class Sessions(Protocol):
+    """The live sockets of every server node (realtime/hub.py): told after a commit."""
+
+    def revoked(self, workspace_id: uuid.UUID, user_id: str, valid_after_us: int) -> None:
+        """Close the user's sockets whose token was minted before `valid_after_us`."""
 
 
 async def upsert_user(
@@ -66,20 +74,52 @@ async def get_user(database: Database, workspace_id: uuid.UUID, user_id: str) ->
     return user
 
 
-async def delete_user(database: Database, workspace_id: uuid.UUID, user_id: str, mode: str) -> None:
+async def delete_user(
+    database: Database, sessions: Sessions, workspace_id: uuid.UUID, user_id: str, mode: str
+) -> None:
+    """Anonymize or hard-delete; either way the user's tokens stop working and its open
+    sockets are closed on every node."""
     customer_id("user_id", user_id)
     if mode not in ("anonymize", "hard"):
         raise ValidationFailed("mode must be 'anonymize' or 'hard'")
     async with database.transaction() as conn:
         if mode == "hard":
-            found = await rows.hard_delete_user(conn, workspace_id, user_id)
+            removed = await rows.hard_delete_user(conn, workspace_id, user_id)
+            found = removed is not None
             # Events about the user's messages resolve to nothing once the messages are gone;
             # those it caused or that name it go with it.
             await event_rows.remove_events_of_user(conn, workspace_id, user_id)
+            # The remaining members' clients (and every node's view of who receives a
+            # channel's events) learn that the user left, as with any removal. Not filed as
+            # the user's own events: a user created later with this id must not read them.
+            for member in removed or ():
+                view = MemberView(user_id=user_id, role=member.role, joined_at=member.joined_at)
+                await event_rows.append_event(
+                    conn,
+                    workspace_id,
+                    "member.removed",
+                    {"member": to_payload(view), "user_id": user_id},
+                    channel_id=member.channel_id,
+                )
         else:
             found = await rows.anonymize_user(conn, workspace_id, user_id)
+        # Taken inside the transaction, so it is not before the row's own stamp.
+        deleted_at = await rows.database_now(conn)
     if not found:
         raise NotFound(f"no such user: {user_id}")
+    sessions.revoked(workspace_id, user_id, tokens.micros(deleted_at))
+
+
+async def revoke_tokens(
+    database: Database, sessions: Sessions, workspace_id: uuid.UUID, user_id: str
+) -> None:
+    """Every token of the user minted before now is refused, and its sockets closed."""
+    customer_id("user_id", user_id)
+    async with database.connection() as conn:
+        valid_after = await rows.revoke_tokens(conn, workspace_id, user_id)
+    if valid_after is None:
+        raise NotFound(f"no such user: {user_id}")
+    sessions.revoked(workspace_id, user_id, tokens.micros(valid_after))
 
 
 async def mint_token(
@@ -88,7 +128,9 @@ async def mint_token(
     """A JWT for an existing, active user; (token, expires_at as a Unix time)."""
     customer_id("user_id", user_id)
     async with database.connection() as conn:
-        role = await rows.auth_lookup(conn, workspace_id, user_id)
-    if role is None:
+        issued = await rows.issue_time(conn, workspace_id, user_id)
+    if issued is None:
         raise NotFound(f"no such user: {user_id}")
-    return tokens.mint(jwt_secret, workspace_id, user_id, ttl_seconds)
+    return tokens.mint(
+        jwt_secret, workspace_id, user_id, ttl_seconds, issued_at_us=tokens.micros(issued)
+    )

@@ -91,7 +91,16 @@ async def delete_user(
     mode: FromQuery[Literal["anonymize", "hard"]] = "anonymize",
 ) -> None:
     """Anonymize (default: messages stay, the person's details go) or hard-delete a user."""
-    await users.delete_user(services.db, server.workspace_id, user_id, mode)
+    await users.delete_user(services.db, services.hub, server.workspace_id, user_id, mode)
+
+
+@post("/v1/users/{user_id:str}/revoke-tokens", status_code=204, tags=["users"])
+async def revoke_tokens(
+    user_id: FromPath[str], server: NamedDependency[Caller], services: NamedDependency[Services]
+) -> None:
+    """Refuse every token of the user issued before now (REST and WebSocket); its open sockets
+    are closed with 4001 on every node. Tokens minted afterwards work."""
+    await users.revoke_tokens(services.db, services.hub, server.workspace_id, user_id)
 
 
 @post("/v1/users/{user_id:str}/token", status_code=200, tags=["users"])
@@ -109,4 +118,4 @@ async def create_token(
     return TokenOut(token=token, expires_at=datetime.fromtimestamp(expires, UTC))
 
 
-ROUTES = [upsert_user, get_user, delete_user, create_token]
+ROUTES = [upsert_user, get_user, delete_user, revoke_tokens, create_token]

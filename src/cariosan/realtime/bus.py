@@ -1,9 +1,12 @@
 """Wake-ups and ephemeral frames between server processes.
 
-Two kinds of notices travel: "workspace W has new events" (after a commit; the receiver reads
-the log itself, so a lost notice only delays delivery until the next poll) and ephemeral frames
-(`typing.*`, `presence.changed`: no seq, never replayed). Redis pub/sub carries them between
-processes when `CARIOS_REDIS_URL` is set; otherwise they stay in this process.
+Three kinds of notices travel: "workspace W has new events" (after a commit; the receiver reads
+the log itself, so a lost notice only delays delivery until the next poll), ephemeral frames
+(`typing.*`, `presence.changed`: no seq, never replayed), and control notices for the other
+hubs (a user's tokens were revoked, a JWT secret was retired: close the sockets concerned; a
+lost one is made up for by the hub's periodic check against the database). Redis pub/sub
+carries them between processes when `CARIOS_REDIS_URL` is set; otherwise they stay in this
+process.
 """
 
 from __future__ import annotations
@@ -25,13 +28,24 @@ OnWake = Callable[[uuid.UUID], None]
 # (workspace, frame, channel_id or None for "every user named in user_ids", user_ids or None)
 OnEphemeral = Callable[[uuid.UUID, dict[str, Any], str | None, list[str] | None], None]
 OnReconnect = Callable[[], None]
+OnControl = Callable[[dict[str, Any]], None]
 
 
 class Bus(Protocol):
     kind: str
 
-    def start(self, on_wake: OnWake, on_ephemeral: OnEphemeral, on_reconnect: OnReconnect) -> None:
+    def start(
+        self,
+        on_wake: OnWake,
+        on_ephemeral: OnEphemeral,
+        on_reconnect: OnReconnect,
+        on_control: OnControl | None = None,
+    ) -> None:
         """Begin delivering notices (from this process and, with Redis, from the others)."""
+
+    def publish_control(self, message: dict[str, Any]) -> None:
+        """A notice for the hubs of the other processes (this one acts on it itself).
+        Never blocks, never raises."""
 
     def notify_events(self, workspace_ids: Iterable[uuid.UUID]) -> None:
         """After a commit: these workspaces have new events. Never blocks, never raises."""
@@ -58,8 +72,18 @@ class LocalBus:
         self._on_wake: OnWake | None = None
         self._on_ephemeral: OnEphemeral | None = None
 
-    def start(self, on_wake: OnWake, on_ephemeral: OnEphemeral, on_reconnect: OnReconnect) -> None:
+    def start(
+        self,
+        on_wake: OnWake,
+        on_ephemeral: OnEphemeral,
+        on_reconnect: OnReconnect,
+        on_control: OnControl | None = None,
+    ) -> None:
         self._on_wake, self._on_ephemeral = on_wake, on_ephemeral
+
+    def publish_control(self, message: dict[str, Any]) -> None:
+        # There is no other process.
+        return
 
     def notify_events(self, workspace_ids: Iterable[uuid.UUID]) -> None:
         if self._on_wake is not None:
@@ -84,7 +108,8 @@ class LocalBus:
 class RedisBus:
     """Redis pub/sub between processes; this process's own notices are handled directly.
 
-    Channels: `{prefix}rt:wake` (message `node workspace`) and `{prefix}rt:ephemeral` (JSON). The
+    Channels: `{prefix}rt:wake` (message `node workspace`), `{prefix}rt:ephemeral` and
+    `{prefix}rt:control` (JSON). The
     subscriber reconnects with backoff when Redis goes away and then wakes every dispatcher,
     since notices sent meanwhile are lost.
     """
@@ -98,10 +123,12 @@ class RedisBus:
         )
         self._wake_channel = f"{prefix}rt:wake"
         self._ephemeral_channel = f"{prefix}rt:ephemeral"
+        self._control_channel = f"{prefix}rt:control"
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=10_000)
         self._on_wake: OnWake | None = None
         self._on_ephemeral: OnEphemeral | None = None
         self._on_reconnect: OnReconnect | None = None
+        self._on_control: OnControl | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.subscribed = asyncio.Event()
 
@@ -109,8 +136,15 @@ class RedisBus:
     def client(self) -> aioredis.Redis:
         return self._client
 
-    def start(self, on_wake: OnWake, on_ephemeral: OnEphemeral, on_reconnect: OnReconnect) -> None:
+    def start(
+        self,
+        on_wake: OnWake,
+        on_ephemeral: OnEphemeral,
+        on_reconnect: OnReconnect,
+        on_control: OnControl | None = None,
+    ) -> None:
         self._on_wake, self._on_ephemeral, self._on_reconnect = on_wake, on_ephemeral, on_reconnect
+        self._on_control = on_control
         self._tasks = [
             asyncio.create_task(self._listen(), name="cariosan-bus-listen"),
             asyncio.create_task(self._send(), name="cariosan-bus-send"),
@@ -141,6 +175,10 @@ class RedisBus:
         }
         self._enqueue(self._ephemeral_channel, json.dumps(message, separators=(",", ":")))
 
+    def publish_control(self, message: dict[str, Any]) -> None:
+        body = {"node": self.node_id, **message}
+        self._enqueue(self._control_channel, json.dumps(body, separators=(",", ":")))
+
     def _enqueue(self, channel: str, message: str) -> None:
         # Redis slow or gone: dropping a notice only delays delivery (dispatchers poll).
         with contextlib.suppress(asyncio.QueueFull):
@@ -167,7 +205,9 @@ class RedisBus:
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._wake_channel, self._ephemeral_channel)
+                await pubsub.subscribe(
+                    self._wake_channel, self._ephemeral_channel, self._control_channel
+                )
                 self.subscribed.set()
                 if not first:
                     log.info("bus_reconnected")
@@ -204,6 +244,10 @@ class RedisBus:
                     self._on_ephemeral(
                         uuid.UUID(body["ws"]), body["frame"], body["channel_id"], body["user_ids"]
                     )
+            elif channel == self._control_channel:
+                body = json.loads(data)
+                if body["node"] != self.node_id and self._on_control is not None:
+                    self._on_control(body)
         except (ValueError, KeyError, TypeError):
             log.warning("bus_bad_message", channel=channel)
 

@@ -62,9 +62,14 @@ class LiveConnection:
         *,
         queue_size: int,
         on_overflow: Callable[[LiveConnection], None] | None = None,
+        issued_at_us: int = 0,
+        key_id: str = "",
     ) -> None:
         self.workspace_id = workspace_id
         self.user_id = user_id
+        # Of the token the socket authenticated with: revocations and retired secrets close it.
+        self.issued_at_us = issued_at_us
+        self.key_id = key_id
         self.sent_seq = 0
         self.queue: asyncio.Queue[tuple[str, float | None]] = asyncio.Queue(maxsize=queue_size)
         self.closed = asyncio.Event()

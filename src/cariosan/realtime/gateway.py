@@ -257,7 +257,9 @@ async def _serve(
     socket: WebSocket[Any, Any, Any], services: Services, user: live.LiveCaller
 ) -> None:
     hub = services.hub
-    connection = hub.new_connection(user.caller.workspace_id, user.user_id)
+    connection = hub.new_connection(
+        user.caller.workspace_id, user.user_id, issued_at_us=user.issued_at_us, key_id=user.key_id
+    )
 
     def ready(latest: int) -> str:
         return encode({"type": "connection.ready", "user_id": user.user_id, "latest_seq": latest})

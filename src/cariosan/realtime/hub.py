@@ -6,6 +6,13 @@ a sequencer that numbered new events, in this process or another through the bus
 connections. Each event is encoded once and handed to the local connections of its audience
 (domain/live.py decides who). Live delivery and catch-up read the same log, so a lost notice
 only delays an event, never loses it.
+
+Revocation: a deleted user, a `revoke-tokens` call or a retired JWT secret closes the sockets
+concerned with 4001 on every node. The node that made the change acts at once and tells the
+others over the bus; a notice lost with Redis is made up for by a check of every open socket
+against the database every `check_seconds` and right after the bus reconnects. A revocation is
+also remembered for a while, so that a socket that authenticated just before it but registers
+just after it is closed too.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -21,16 +29,21 @@ from cariosan.db.events import EventRow
 from cariosan.db.pool import Database
 from cariosan.domain import live
 from cariosan.domain.events import encode, wire_event
+from cariosan.domain.jwt_keys import KeyRing
 from cariosan.obs.logging import get_logger
 from cariosan.obs.metrics import Metrics
 from cariosan.realtime.bus import Bus
-from cariosan.realtime.connection import GOING_AWAY, LiveConnection
+from cariosan.realtime.connection import GOING_AWAY, UNAUTHORIZED, LiveConnection
 
 log = get_logger("cariosan.realtime")
 
 POLL_SECONDS = 1.0
 # A workspace's dispatcher stops this long after its last connection left.
 LINGER_SECONDS = 30.0
+# A revocation is remembered this long: longer than authenticating and joining can take.
+REVOCATION_MEMORY_SECONDS = 120.0
+REVOKED = "the token was revoked: get a new one"
+RETIRED = "the token's signing secret was retired: get a new token"
 
 
 class Dispatcher:
@@ -151,6 +164,8 @@ class Hub:
         *,
         send_queue_size: int = 1000,
         page_size: int = live.STREAM_PAGE,
+        keyring: KeyRing | None = None,
+        check_seconds: float = 10.0,
     ) -> None:
         # A page is fanned out without a pause: a queue smaller than a page could overflow for
         # a client that keeps up.
@@ -161,9 +176,99 @@ class Hub:
         self.page_size = page_size
         self.dispatchers: dict[uuid.UUID, Dispatcher] = {}
         self.connections: set[LiveConnection] = set()
+        self.keyring = keyring
+        self.check_seconds = check_seconds
+        # (workspace, user) -> (tokens minted before this are refused, when it was learnt)
+        self._revocations: OrderedDict[tuple[uuid.UUID, str], tuple[int, float]] = OrderedDict()
+        self._checker: asyncio.Task[None] | None = None
+        self._check_now = asyncio.Event()
 
     def start(self) -> None:
-        self.bus.start(self.wake, self.on_ephemeral, self.wake_all)
+        self.bus.start(self.wake, self.on_ephemeral, self._bus_reconnected, self.on_control)
+        self._checker = asyncio.create_task(self._check_loop(), name="cariosan-revocation-check")
+
+    def _bus_reconnected(self) -> None:
+        self.wake_all()
+        # Revocation notices sent meanwhile are lost: check the open sockets now.
+        self._check_now.set()
+
+    # ---- revocation ------------------------------------------------------------------------
+
+    def revoked(self, workspace_id: uuid.UUID, user_id: str, valid_after_us: int) -> None:
+        """After a commit: the user's tokens minted before `valid_after_us` are refused. Closes
+        its sockets here and tells the other nodes."""
+        self._revoke(workspace_id, user_id, valid_after_us)
+        self.bus.publish_control(
+            {"kind": "revoke", "ws": str(workspace_id), "user": user_id, "after": valid_after_us}
+        )
+
+    def keys_changed(self) -> None:
+        """This node retired JWT secrets at boot: the other nodes re-read which ones."""
+        self.bus.publish_control({"kind": "keys"})
+
+    def on_control(self, message: dict[str, Any]) -> None:
+        try:
+            if message["kind"] == "revoke":
+                after = message["after"]
+                if not isinstance(after, int) or not isinstance(message["user"], str):
+                    raise TypeError("bad revoke notice")
+                self._revoke(uuid.UUID(message["ws"]), message["user"], after)
+            elif message["kind"] == "keys":
+                self._check_now.set()
+        except (KeyError, TypeError, ValueError):
+            log.warning("bus_bad_control", kind=str(message.get("kind"))[:32])
+
+    def _revoke(self, workspace_id: uuid.UUID, user_id: str, valid_after_us: int) -> None:
+        key = (workspace_id, user_id)
+        now = time.monotonic()
+        known = self._revocations.pop(key, None)
+        floor = max(valid_after_us, known[0]) if known is not None else valid_after_us
+        self._revocations[key] = (floor, now)
+        while self._revocations:
+            _, (_, learnt) = next(iter(self._revocations.items()))
+            if now - learnt <= REVOCATION_MEMORY_SECONDS:
+                break
+            self._revocations.popitem(last=False)
+        dispatcher = self.dispatchers.get(workspace_id)
+        for connection in list(dispatcher.users.get(user_id, ()) if dispatcher else ()):
+            if connection.issued_at_us < floor:
+                connection.close(UNAUTHORIZED, REVOKED)
+
+    def _refused_on_join(self, connection: LiveConnection) -> str | None:
+        known = self._revocations.get((connection.workspace_id, connection.user_id))
+        if known is not None and connection.issued_at_us < known[0]:
+            return REVOKED
+        if self.keyring is not None and self.keyring.is_retired(connection.key_id):
+            return RETIRED
+        return None
+
+    async def _check_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._check_now.wait(), self.check_seconds)
+            self._check_now.clear()
+            try:
+                await self.check_connections()
+            except Exception as exc:  # the database away, or a bug: logged, and checked again
+                log.warning("revocation_check_failed", error=exc.__class__.__name__, exc_info=exc)
+
+    async def check_connections(self) -> None:
+        """Close every open socket whose token no longer authenticates (see the docstring)."""
+        if self.keyring is not None:
+            await self.keyring.refresh(self.database())
+            for connection in list(self.connections):
+                if self.keyring.is_retired(connection.key_id):
+                    connection.close(UNAUTHORIZED, RETIRED)
+        for workspace_id, dispatcher in list(self.dispatchers.items()):
+            conns = [c for users in dispatcher.users.values() for c in users]
+            if not conns:
+                continue
+            refused = await live.revoked_sessions(
+                self.database(), workspace_id, [(c.user_id, c.issued_at_us) for c in conns]
+            )
+            for connection in conns:
+                if (connection.user_id, connection.issued_at_us) in refused:
+                    connection.close(UNAUTHORIZED, REVOKED)
 
     def wake(self, workspace_id: uuid.UUID) -> None:
         dispatcher = self.dispatchers.get(workspace_id)
@@ -185,9 +290,16 @@ class Hub:
         if dispatcher is not None and dispatcher.ready.is_set():
             dispatcher.send_ephemeral(frame, channel_id, user_ids)
 
-    def new_connection(self, workspace_id: uuid.UUID, user_id: str) -> LiveConnection:
+    def new_connection(
+        self, workspace_id: uuid.UUID, user_id: str, *, issued_at_us: int = 0, key_id: str = ""
+    ) -> LiveConnection:
         return LiveConnection(
-            workspace_id, user_id, queue_size=self.send_queue_size, on_overflow=self._overflowed
+            workspace_id,
+            user_id,
+            queue_size=self.send_queue_size,
+            on_overflow=self._overflowed,
+            issued_at_us=issued_at_us,
+            key_id=key_id,
         )
 
     def _overflowed(self, connection: LiveConnection) -> None:
@@ -216,7 +328,11 @@ class Hub:
         self.connections.add(connection)
         self.metrics.ws_connections.set(len(self.connections))
         latest = dispatcher.add(connection)
-        if first_frame is not None:
+        refused = self._refused_on_join(connection)
+        if refused is not None:
+            # Revoked between authenticating and registering: never a frame, closed at once.
+            connection.close(UNAUTHORIZED, refused)
+        elif first_frame is not None:
             connection.send_frame(first_frame(latest))
         return latest
 
@@ -243,6 +359,9 @@ class Hub:
 
     async def close(self) -> None:
         tasks = [d.task for d in self.dispatchers.values() if d.task is not None]
+        if self._checker is not None:
+            tasks.append(self._checker)
+            self._checker = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
