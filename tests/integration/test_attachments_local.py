@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from cariosan.blobs.local_store import LocalStore
+from cariosan.blobs.store import ObjectInfo
 from cariosan.domain import attachments
 from cariosan.domain.workspaces import NewWorkspace
 from tests.integration.test_attachments import (
@@ -251,3 +252,28 @@ async def test_cleanup_leaves_only_the_sent_copy(chat: Chat) -> None:
     root = store_of(chat).root.resolve()
     assert not (root / str(chat.workspace.id) / never_sent["attachment_id"]).exists()
     assert await downloaded(chat.bob, sent["attachment_id"]) == body
+
+
+async def test_a_local_copy_takes_the_file_whole_and_never_replaces_one(chat: Chat) -> None:
+    store = store_of(chat)
+    await store.prepare()
+    source = f"{chat.workspace.id}/{uuid.uuid4()}/a.txt"
+    store.path_for(source).parent.mkdir(parents=True)
+    store.path_for(source).write_bytes(b"abcdef")
+    seen = await store.head(source)
+    assert seen is not None and seen.size == 6
+
+    # Another size than the one checked: no copy, and no file or folder for it either.
+    changed = source.replace("a.txt", "c1/a.txt")
+    assert await store.copy(source, changed, ObjectInfo(source, 5)) is None
+    await store.delete(changed)
+    assert await store.list_keys(source.rsplit("/", 1)[0] + "/") == [source]
+    assert not store.path_for(changed).parent.exists()
+
+    copied = await store.copy(source, source.replace("a.txt", "c2/a.txt"), seen)
+    assert copied is not None
+    assert copied.checksum == "sha256:" + hashlib.sha256(b"abcdef").hexdigest()
+    # A key that is already there is never overwritten, whatever the caller asks.
+    with pytest.raises(FileExistsError):
+        await store.copy(source, copied.key, seen)
+    assert store.path_for(copied.key).read_bytes() == b"abcdef"

@@ -256,7 +256,10 @@ async def _seal(blobs: BlobStore, row: rows.AttachmentRow) -> Sealed:
         key = sealed_key(row.object_key)
         copied = await blobs.copy(row.object_key, key, stored)
         if copied is None:
-            continue  # replaced (or removed) between the HEAD and the copy: look again
+            # Replaced (or removed) between the HEAD and the copy: nothing may stay at the new
+            # key (not even the local store's folder for it), then look again.
+            await blobs.delete(key)
+            continue
         if copied.size != row.size or copied.checksum is None:
             await blobs.delete(key)
             raise ValidationFailed(f"attachment {row.id} could not be verified in the store")
