@@ -5,6 +5,7 @@ store answering 503 while chat keeps working."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import uuid
@@ -322,17 +323,20 @@ async def test_claim_refuses_another_workspace(chat: Chat) -> None:
 async def test_the_store_is_asked_before_the_send_locks_any_row(
     chat: Chat, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No network call inside a transaction: while the store answers the HEAD, the attachment
-    and channel rows are free (another connection can lock them without waiting)."""
+    """No network call inside a transaction: while the store answers the HEAD and makes the
+    copy, the attachment and channel rows are free (another connection can lock them without
+    waiting)."""
     uploaded = await request_upload(chat.alice, size=4)
     asked = uploaded.json()
     key = f"{chat.workspace.id}/{asked['attachment_id']}/photo.png"
-    s3_client_for(chat).put_object(Bucket=chat.bucket, Key=key, Body=b"four")
+    s3_client_for(chat).put_object(
+        Bucket=chat.bucket, Key=key, Body=b"four", ContentType="image/png"
+    )
     services = chat.server.services
-    head = services.blobs.head
+    head, copy = services.blobs.head, services.blobs.copy
     free: list[bool] = []
 
-    async def checking_head(object_key: str) -> Any:
+    async def probe_locks() -> None:
         dsn = services.settings.database_url
         probe = await asyncpg.connect(dsn)
         try:
@@ -349,12 +353,20 @@ async def test_the_store_is_asked_before_the_send_locks_any_row(
                         free.append(False)
         finally:
             await probe.close()
+
+    async def checking_head(object_key: str) -> Any:
+        await probe_locks()
         return await head(object_key)
 
+    async def checking_copy(source: str, target: str, expected: Any) -> Any:
+        await probe_locks()
+        return await copy(source, target, expected)
+
     monkeypatch.setattr(services.blobs, "head", checking_head)
+    monkeypatch.setattr(services.blobs, "copy", checking_copy)
     _, refs = await claim(chat, [asked["attachment_id"]])
     assert [r.id for r in refs] == [asked["attachment_id"]]
-    assert free == [True, True], "a row was locked while the store was asked"
+    assert free == [True] * 4, "a row was locked while the store was asked"
 
 
 async def test_claim_refuses_a_wrong_size(chat: Chat) -> None:
@@ -378,6 +390,210 @@ async def test_deleted_message_takes_its_attachments_from_reads(chat: Chat) -> N
     for http in (chat.alice, chat.bob, chat.backend):
         gone = await http.get(f"/v1/attachments/{signed['attachment_id']}")
         assert gone.status_code == 404, gone.text
+
+
+# --- a sent file never changes ------------------------------------------------------------------
+
+
+async def send(
+    chat: Chat, attachment_ids: list[str], *, message_id: str | None = None, **extra: Any
+) -> httpx.Response:
+    body: dict[str, Any] = {"text": "with files", "attachment_ids": attachment_ids, **extra}
+    if message_id is not None:
+        body["id"] = message_id
+    return await chat.alice.post("/v1/channels/room/messages", json=body)
+
+
+async def downloaded(http: httpx.AsyncClient, attachment_id: str) -> bytes:
+    """The bytes a member gets through a fresh download URL."""
+    got = await http.get(f"/v1/attachments/{attachment_id}")
+    assert got.status_code == 200, got.text
+    async with httpx.AsyncClient(timeout=10) as plain:
+        fetched = await plain.get(got.json()["url"])
+    assert fetched.status_code == 200, fetched.text
+    return fetched.content
+
+
+async def put_again(signed: dict[str, Any], body: bytes) -> httpx.Response:
+    """A PUT to an upload URL that was already used (still within its 15 minutes)."""
+    async with httpx.AsyncClient(timeout=10) as plain:
+        return await plain.put(signed["upload_url"], content=body, headers=signed["upload_headers"])
+
+
+def keys_of(chat: Chat, attachment_id: str) -> list[str]:
+    listed = s3_client_for(chat).list_objects_v2(
+        Bucket=chat.bucket, Prefix=f"{chat.workspace.id}/{attachment_id}/"
+    )
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+async def record_of(chat: Chat, attachment_id: str) -> asyncpg.Record:
+    conn = await asyncpg.connect(chat.server.services.settings.database_url)
+    try:
+        found = await conn.fetchrow(
+            "SELECT object_key, checksum, size, tidied_at FROM attachments WHERE id = $1",
+            uuid.UUID(attachment_id),
+        )
+    finally:
+        await conn.close()
+    assert found is not None
+    return found
+
+
+async def test_a_put_after_sending_changes_nothing_anyone_downloads(chat: Chat) -> None:
+    original = os.urandom(50_000)
+    signed = await upload(chat.alice, original)
+    upload_key = f"{chat.workspace.id}/{signed['attachment_id']}/photo.png"
+    before_send = (await chat.bob.get(f"/v1/attachments/{signed['attachment_id']}")).status_code
+    assert before_send == 404  # pending: the uploader's only
+    sent = await send(chat, [signed["attachment_id"]])
+    assert sent.status_code == 201, sent.text
+    url_before = (await chat.bob.get(f"/v1/attachments/{signed['attachment_id']}")).json()["url"]
+
+    # The upload is gone; the file lives at a key of its own, recorded with its checksum.
+    record = await record_of(chat, signed["attachment_id"])
+    assert keys_of(chat, signed["attachment_id"]) == [record["object_key"]]
+    assert record["object_key"] != upload_key
+    assert record["checksum"] == "etag:" + hashlib.md5(original).hexdigest()
+
+    swapped = os.urandom(len(original))
+    replaced = await put_again(signed, swapped)
+    assert replaced.status_code == 200, replaced.text  # the URL still works: it just writes
+    assert keys_of(chat, signed["attachment_id"]) == sorted([record["object_key"], upload_key])
+    assert await downloaded(chat.bob, signed["attachment_id"]) == original
+    assert await downloaded(chat.alice, signed["attachment_id"]) == original
+    async with httpx.AsyncClient(timeout=10) as plain:
+        assert (await plain.get(url_before)).content == original
+    listed = (await chat.bob.get("/v1/channels/room/messages")).json()["messages"]
+    assert listed[-1]["attachments"][0]["size"] == len(original)
+
+
+async def test_a_put_racing_the_copy_is_copied_whole_or_not_at_all(
+    chat: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PUT landing between the send's HEAD and its copy: the copy refuses the changed file
+    (it would not be the file checked), the send looks again and copies the new one, and what
+    is served is what the recorded checksum says."""
+    first, second = os.urandom(4096), os.urandom(4096)
+    signed = await upload(chat.alice, first)
+    services = chat.server.services
+    head = services.blobs.head
+    raced: list[str] = []
+
+    async def head_then_put(key: str) -> Any:
+        found = await head(key)
+        if not raced:
+            raced.append(key)
+            assert (await put_again(signed, second)).status_code == 200
+        return found
+
+    monkeypatch.setattr(services.blobs, "head", head_then_put)
+    sent = await send(chat, [signed["attachment_id"]])
+    assert sent.status_code == 201, sent.text
+    record = await record_of(chat, signed["attachment_id"])
+    assert record["checksum"] == "etag:" + hashlib.md5(second).hexdigest()
+    assert await downloaded(chat.bob, signed["attachment_id"]) == second
+    assert keys_of(chat, signed["attachment_id"]) == [record["object_key"]]
+
+
+async def test_a_file_that_does_not_match_the_declaration_is_refused(chat: Chat) -> None:
+    asked = (await request_upload(chat.alice, size=10)).json()
+    key = f"{chat.workspace.id}/{asked['attachment_id']}/photo.png"
+    client = s3_client_for(chat)
+    client.put_object(Bucket=chat.bucket, Key=key, Body=b"0123456789", ContentType="text/plain")
+    refused = await send(chat, [asked["attachment_id"]])
+    assert refused.status_code == 422 and code(refused) == "VALIDATION_FAILED"
+    assert "text/plain" in refused.json()["error"]["message"]
+    client.put_object(Bucket=chat.bucket, Key=key, Body=b"012345678", ContentType="image/png")
+    refused = await send(chat, [asked["attachment_id"]])
+    assert refused.status_code == 422 and code(refused) == "VALIDATION_FAILED"
+    assert "9 bytes, 10 were declared" in refused.json()["error"]["message"]
+    assert keys_of(chat, asked["attachment_id"]) == [key]  # nothing was copied
+
+    client.put_object(Bucket=chat.bucket, Key=key, Body=b"0123456789", ContentType="image/png")
+    assert (await send(chat, [asked["attachment_id"]])).status_code == 201
+    assert await downloaded(chat.bob, asked["attachment_id"]) == b"0123456789"
+
+
+async def test_a_failed_send_leaves_no_copy_and_the_upload_usable(chat: Chat) -> None:
+    signed = await upload(chat.alice, b"try again")
+    upload_key = f"{chat.workspace.id}/{signed['attachment_id']}/photo.png"
+    # Refused inside the transaction, after the copy was made.
+    refused = await send(chat, [signed["attachment_id"]], mentions=["carol"])
+    assert refused.status_code == 422, refused.text
+    assert keys_of(chat, signed["attachment_id"]) == [upload_key]
+    assert (await record_of(chat, signed["attachment_id"]))["checksum"] is None
+    assert (await send(chat, [signed["attachment_id"]])).status_code == 201
+    assert await downloaded(chat.bob, signed["attachment_id"]) == b"try again"
+
+
+async def test_a_retried_send_neither_copies_again_nor_fails(
+    chat: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = os.urandom(2048)
+    signed = await upload(chat.alice, body)
+    services = chat.server.services
+    copy = services.blobs.copy
+    copies: list[str] = []
+
+    async def counting_copy(source: str, target: str, expected: Any) -> Any:
+        copies.append(target)
+        return await copy(source, target, expected)
+
+    monkeypatch.setattr(services.blobs, "copy", counting_copy)
+    message_id = str(uuid.uuid4())
+    first = await send(chat, [signed["attachment_id"]], message_id=message_id)
+    assert first.status_code == 201, first.text
+    record = await record_of(chat, signed["attachment_id"])
+    assert (await put_again(signed, os.urandom(len(body)))).status_code == 200
+    again = await send(chat, [signed["attachment_id"]], message_id=message_id)
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+    assert len(copies) == 1
+    assert await record_of(chat, signed["attachment_id"]) == record
+    assert await downloaded(chat.bob, signed["attachment_id"]) == body
+    history = (await chat.bob.get("/v1/channels/room/messages")).json()["messages"]
+    assert [m["id"] for m in history] == [message_id]
+
+
+async def test_concurrent_retries_keep_one_copy(chat: Chat) -> None:
+    body = os.urandom(2048)
+    signed = await upload(chat.alice, body)
+    message_id = str(uuid.uuid4())
+    answers = await asyncio.gather(
+        *(send(chat, [signed["attachment_id"]], message_id=message_id) for _ in range(4))
+    )
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 201], [a.text for a in answers]
+    assert len({json.dumps(a.json(), sort_keys=True) for a in answers}) == 1
+    record = await record_of(chat, signed["attachment_id"])
+    # The copies of the sends that lost are gone, and so is the upload.
+    assert keys_of(chat, signed["attachment_id"]) == [record["object_key"]]
+    assert await downloaded(chat.bob, signed["attachment_id"]) == body
+
+
+async def test_cleanup_removes_what_a_sent_attachment_left_behind(chat: Chat) -> None:
+    services = chat.server.services
+    body = os.urandom(1000)
+    signed = await upload(chat.alice, body)
+    assert (await send(chat, [signed["attachment_id"]])).status_code == 201
+    record = await record_of(chat, signed["attachment_id"])
+    # A re-upload after the send, and a copy of a send that died before its transaction ended.
+    assert (await put_again(signed, os.urandom(len(body)))).status_code == 200
+    stray = f"{chat.workspace.id}/{signed['attachment_id']}/0123456789abcdef/photo.png"
+    s3_client_for(chat).put_object(Bucket=chat.bucket, Key=stray, Body=b"orphan")
+    assert len(keys_of(chat, signed["attachment_id"])) == 3
+
+    # Not while the upload URL may still be used...
+    url_seconds = services.settings.attachment_url_seconds
+    assert await attachments.remove_leftovers(services.db, services.blobs, url_seconds) == 0
+    assert len(keys_of(chat, signed["attachment_id"])) == 3
+    # ...but once it has expired; and once only.
+    await _backdate(chat, signed["attachment_id"], (url_seconds + 120) / 3600)
+    assert await attachments.remove_leftovers(services.db, services.blobs, url_seconds) == 1
+    assert keys_of(chat, signed["attachment_id"]) == [record["object_key"]]
+    assert (await record_of(chat, signed["attachment_id"]))["tidied_at"] is not None
+    assert await attachments.remove_leftovers(services.db, services.blobs, url_seconds) == 0
+    assert await downloaded(chat.bob, signed["attachment_id"]) == body
 
 
 # --- cleanup of never-referenced uploads --------------------------------------------------------

@@ -4,6 +4,7 @@ by the server itself, and no way out of the storage folder through names or URL 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 import uuid
@@ -15,8 +16,22 @@ import httpx
 import pytest
 
 from cariosan.blobs.local_store import LocalStore
+from cariosan.blobs.store import ObjectInfo
+from cariosan.domain import attachments
 from cariosan.domain.workspaces import NewWorkspace
-from tests.integration.test_attachments import Chat, claim, code, open_chat, request_upload, upload
+from tests.integration.test_attachments import (
+    Chat,
+    _backdate,
+    claim,
+    code,
+    downloaded,
+    open_chat,
+    put_again,
+    record_of,
+    request_upload,
+    send,
+    upload,
+)
 from tests.support.server import RunningServer
 
 
@@ -154,3 +169,111 @@ async def test_blob_routes_need_a_valid_signature(chat: Chat) -> None:
     assert missing.status_code in (400, 422)  # expires and signature are required
     unsigned = await chat.alice.get(f"/v1/blobs/a/b/c?expires={int(time.time()) + 60}&signature=x")
     assert unsigned.status_code == 403
+
+
+# --- a sent file never changes ------------------------------------------------------------------
+
+
+def files_of(chat: Chat, attachment_id: str) -> list[str]:
+    """Every file in the attachment's folder, hidden ones too, as keys."""
+    root = store_of(chat).root.resolve()
+    folder = root / str(chat.workspace.id) / attachment_id
+    return sorted(p.relative_to(root).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+async def test_a_put_after_sending_changes_nothing_anyone_downloads(chat: Chat) -> None:
+    original = os.urandom(70_000)
+    signed = await upload(chat.alice, original, filename="notes.txt", content_type="text/plain")
+    upload_key = f"{chat.workspace.id}/{signed['attachment_id']}/notes.txt"
+    assert (await send(chat, [signed["attachment_id"]])).status_code == 201
+    url_before = (await chat.bob.get(f"/v1/attachments/{signed['attachment_id']}")).json()["url"]
+
+    record = await record_of(chat, signed["attachment_id"])
+    assert files_of(chat, signed["attachment_id"]) == [record["object_key"]]
+    assert record["object_key"] != upload_key
+    assert record["checksum"] == "sha256:" + hashlib.sha256(original).hexdigest()
+
+    swapped = os.urandom(len(original))
+    assert (await put_again(signed, swapped)).status_code == 200
+    assert files_of(chat, signed["attachment_id"]) == sorted([record["object_key"], upload_key])
+    assert await downloaded(chat.bob, signed["attachment_id"]) == original
+    async with httpx.AsyncClient(timeout=10) as plain:
+        assert (await plain.get(url_before)).content == original
+
+
+async def test_a_wrong_size_on_disk_is_refused(chat: Chat) -> None:
+    asked = (await request_upload(chat.alice, size=10, content_type="text/plain")).json()
+    path = store_of(chat).path_for(f"{chat.workspace.id}/{asked['attachment_id']}/photo.png")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"short")
+    refused = await send(chat, [asked["attachment_id"]])
+    assert refused.status_code == 422 and code(refused) == "VALIDATION_FAILED"
+    assert "5 bytes, 10 were declared" in refused.json()["error"]["message"]
+    assert files_of(chat, asked["attachment_id"]) == [
+        f"{chat.workspace.id}/{asked['attachment_id']}/photo.png"
+    ]
+
+
+async def test_a_retried_send_neither_copies_again_nor_fails(chat: Chat) -> None:
+    body = os.urandom(3000)
+    signed = await upload(chat.alice, body, content_type="text/plain")
+    message_id = str(uuid.uuid4())
+    first = await send(chat, [signed["attachment_id"]], message_id=message_id)
+    assert first.status_code == 201, first.text
+    record = await record_of(chat, signed["attachment_id"])
+    assert (await put_again(signed, os.urandom(len(body)))).status_code == 200
+    answers = await asyncio.gather(
+        *(send(chat, [signed["attachment_id"]], message_id=message_id) for _ in range(3))
+    )
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert all(a.json() == first.json() for a in answers)
+    assert await record_of(chat, signed["attachment_id"]) == record
+    upload_key = f"{chat.workspace.id}/{signed['attachment_id']}/photo.png"
+    # The re-upload is there (the cleanup job removes it later); no second copy was made.
+    assert files_of(chat, signed["attachment_id"]) == sorted([record["object_key"], upload_key])
+    assert await downloaded(chat.bob, signed["attachment_id"]) == body
+
+
+async def test_cleanup_leaves_only_the_sent_copy(chat: Chat) -> None:
+    services = chat.server.services
+    body = os.urandom(500)
+    sent = await upload(chat.alice, body, content_type="text/plain")
+    assert (await send(chat, [sent["attachment_id"]])).status_code == 201
+    assert (await put_again(sent, os.urandom(len(body)))).status_code == 200
+    never_sent = await upload(chat.alice, b"left behind", content_type="text/plain")
+    url_seconds = services.settings.attachment_url_seconds
+    for signed in (sent, never_sent):
+        await _backdate(chat, signed["attachment_id"], 25)
+
+    assert await attachments.remove_leftovers(services.db, services.blobs, url_seconds) == 1
+    assert await attachments.remove_stale(services.db, services.blobs, 24 * 3600) == 1
+    record = await record_of(chat, sent["attachment_id"])
+    assert files_of(chat, sent["attachment_id"]) == [record["object_key"]]
+    root = store_of(chat).root.resolve()
+    assert not (root / str(chat.workspace.id) / never_sent["attachment_id"]).exists()
+    assert await downloaded(chat.bob, sent["attachment_id"]) == body
+
+
+async def test_a_local_copy_takes_the_file_whole_and_never_replaces_one(chat: Chat) -> None:
+    store = store_of(chat)
+    await store.prepare()
+    source = f"{chat.workspace.id}/{uuid.uuid4()}/a.txt"
+    store.path_for(source).parent.mkdir(parents=True)
+    store.path_for(source).write_bytes(b"abcdef")
+    seen = await store.head(source)
+    assert seen is not None and seen.size == 6
+
+    # Another size than the one checked: no copy, and no file or folder for it either.
+    changed = source.replace("a.txt", "c1/a.txt")
+    assert await store.copy(source, changed, ObjectInfo(source, 5)) is None
+    await store.delete(changed)
+    assert await store.list_keys(source.rsplit("/", 1)[0] + "/") == [source]
+    assert not store.path_for(changed).parent.exists()
+
+    copied = await store.copy(source, source.replace("a.txt", "c2/a.txt"), seen)
+    assert copied is not None
+    assert copied.checksum == "sha256:" + hashlib.sha256(b"abcdef").hexdigest()
+    # A key that is already there is never overwritten, whatever the caller asks.
+    with pytest.raises(FileExistsError):
+        await store.copy(source, copied.key, seen)
+    assert store.path_for(copied.key).read_bytes() == b"abcdef"

@@ -119,6 +119,20 @@ async def _seed_revocation(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -
     await conn.execute("INSERT INTO jwt_keys (fingerprint, retired_at) VALUES ($1, now())", str(ws))
 
 
+async def _seed_attachment_seal(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> None:
+    # The step's attachment (seeded just before) sent: served from its verified copy.
+    attachment = uuid.uuid5(ws, "attachment")
+    await conn.execute(
+        "UPDATE attachments SET message_id = $3, referenced_at = now(), object_key = $4, "
+        "checksum = $5, tidied_at = now() WHERE workspace_id = $1 AND id = $2",
+        ws,
+        attachment,
+        uuid.uuid5(ws, "message"),
+        f"{ws}/{attachment}/0123456789abcdef/a.png",
+        f"etag:{uuid.uuid5(ws, 'bytes').hex}",
+    )
+
+
 # Rows valid at each schema version, written at that version and at every later one. A new
 # migration adds its entry here, so that its tables carry data through later upgrades too.
 # Each entry: (the seed, a table it writes one row to per step, counted at the end), or None for
@@ -131,6 +145,8 @@ SEEDS: dict[int, tuple[Seed, str] | None] = {
     5: (_seed_event_log, "channel_event_positions"),
     6: None,
     7: (_seed_revocation, "jwt_keys"),
+    # Fills the new columns of the row version 4 writes: still one attachment per step.
+    8: (_seed_attachment_seal, "attachments"),
 }
 
 

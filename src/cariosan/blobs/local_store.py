@@ -9,7 +9,6 @@ no file name or URL path can reach outside it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import os
@@ -89,16 +88,76 @@ class LocalStore:
             return None
         return ObjectInfo(key, size)
 
+    async def copy(self, source: str, target: str, expected: ObjectInfo) -> ObjectInfo | None:
+        source_path = self.path_for(source)
+        target_path = self.path_for(target)
+
+        def work() -> ObjectInfo | None:
+            # Uploads replace the file by a rename (`receive`), never write into it: the file
+            # opened here stays the same bytes whatever PUT lands while they are copied.
+            try:
+                handle = source_path.open("rb")
+            except FileNotFoundError:
+                return None
+            with handle:
+                if os.fstat(handle.fileno()).st_size != expected.size:
+                    return None
+                target_path.parent.mkdir(parents=True, exist_ok=True)
+                partial = target_path.with_name(f".{target_path.name}.{uuid.uuid4().hex}.part")
+                digest = hashlib.sha256()
+                size = 0
+                try:
+                    with partial.open("xb") as out:
+                        while chunk := handle.read(1 << 20):
+                            digest.update(chunk)
+                            size += len(chunk)
+                            out.write(chunk)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    # A link, unlike a rename, never replaces a file that is already there.
+                    os.link(partial, target_path)
+                finally:
+                    partial.unlink(missing_ok=True)
+            if size != expected.size:
+                target_path.unlink(missing_ok=True)
+                return None
+            return ObjectInfo(target, size, sha256=digest.hexdigest())
+
+        return await asyncio.to_thread(work)
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        folder = self.path_for(prefix.rstrip("/"))
+        root = self.root.resolve()
+
+        def work() -> list[str]:
+            found: list[str] = []
+            for dirpath, dirnames, filenames in os.walk(folder):
+                # Hidden names are uploads and copies still being written, not objects.
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                found.extend(
+                    (Path(dirpath) / name).relative_to(root).as_posix()
+                    for name in filenames
+                    if not name.startswith(".")
+                )
+            return sorted(found)
+
+        return await asyncio.to_thread(work)
+
     async def delete(self, key: str) -> None:
         path = self.path_for(key)
+        root = self.root.resolve()
 
         def remove() -> None:
             path.unlink(missing_ok=True)
-            # Drop the now empty {attachment_id}/ folder; keep the workspace's and the root.
+            # Drop the folders the key leaves empty ({attachment_id}/ and below); keep the
+            # workspace's and the root.
             parent = path.parent
-            if parent != self.root.resolve() and parent.parent != self.root.resolve():
-                with contextlib.suppress(OSError):
+            while parent != root and parent.parent != root:
+                try:
                     parent.rmdir()
+                except OSError:
+                    return
+                parent = parent.parent
 
         await asyncio.to_thread(remove)
 

@@ -33,6 +33,19 @@ class ObjectInfo:
     # S3's ETag without quotes (the MD5 of the bytes for single-part uploads); None where the
     # store would have to read the whole file to know it (the local store).
     etag: str | None = None
+    # The type the store will serve, where it keeps one (S3); None for the local store.
+    content_type: str | None = None
+    # The SHA-256 of the bytes, where the store read them all anyway (a local copy).
+    sha256: str | None = None
+
+    @property
+    def checksum(self) -> str | None:
+        """What identifies these exact bytes, as recorded with an attachment."""
+        if self.sha256 is not None:
+            return f"sha256:{self.sha256}"
+        if self.etag is not None:
+            return f"etag:{self.etag}"
+        return None
 
 
 class BlobStore(Protocol):
@@ -59,6 +72,15 @@ class BlobStore(Protocol):
 
     async def head(self, key: str) -> ObjectInfo | None:
         """The object's size and checksum, or None when there is no such object."""
+
+    async def copy(self, source: str, target: str, expected: ObjectInfo) -> ObjectInfo | None:
+        """Copy `source` to `target` inside the store, only if `source` still is `expected`
+        (same size, and same ETag where the store has one): the copy then holds exactly the
+        bytes that were checked. The copy's info, or None when `source` changed or vanished.
+        `target` must be a key no one else writes (the copy may replace it)."""
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        """The keys that start with `prefix` (a folder: it ends with `/`)."""
 
     async def delete(self, key: str) -> None:
         """Remove the object; removing a missing object is not an error."""

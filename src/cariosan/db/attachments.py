@@ -130,30 +130,38 @@ async def unlocked(
     return await _among(conn, workspace_id, attachment_ids, "")
 
 
-async def mark_uploaded(
-    conn: asyncpg.Connection, workspace_id: uuid.UUID, attachment_id: uuid.UUID
-) -> None:
-    """The file was seen in the store with its declared size (still without a message)."""
-    await conn.execute(
-        "UPDATE attachments SET status = 'uploaded' "
-        "WHERE workspace_id = $1 AND id = $2 AND status = 'pending'",
-        workspace_id,
-        attachment_id,
-    )
+@dataclass(frozen=True)
+class SealedCopy:
+    """An attachment's verified copy: where it is and the checksum it was verified against."""
+
+    id: uuid.UUID
+    object_key: str
+    checksum: str
 
 
 async def mark_referenced(
     conn: asyncpg.Connection,
     workspace_id: uuid.UUID,
-    attachment_ids: list[uuid.UUID],
+    copies: list[SealedCopy],
     message_id: uuid.UUID,
 ) -> None:
+    """Tie each attachment to the message and serve it from its copy from now on (only those
+    without a message: an attachment keeps the first copy it was sent with)."""
+    if not copies:
+        return
     await conn.execute(
-        "UPDATE attachments SET status = 'uploaded', message_id = $3, referenced_at = now() "
-        "WHERE workspace_id = $1 AND id = ANY($2::uuid[])",
+        """
+        UPDATE attachments a
+        SET status = 'uploaded', message_id = $4, referenced_at = now(),
+            object_key = c.object_key, checksum = c.checksum
+        FROM unnest($2::uuid[], $3::text[], $5::text[]) AS c(id, object_key, checksum)
+        WHERE a.workspace_id = $1 AND a.id = c.id AND a.message_id IS NULL
+        """,
         workspace_id,
-        attachment_ids,
+        [c.id for c in copies],
+        [c.object_key for c in copies],
         message_id,
+        [c.checksum for c in copies],
     )
 
 
@@ -205,6 +213,37 @@ async def mark_stale(
         limit,
     )
     return [StaleAttachment(r["workspace_id"], r["id"], r["object_key"]) for r in rows]
+
+
+async def untidy(
+    conn: asyncpg.Connection, older_than_seconds: float, limit: int
+) -> list[StaleAttachment]:
+    """Sent attachments whose other files (the upload, stray copies) may still be in the store,
+    once their upload URL has expired (nothing can put a file under their folder any more)."""
+    rows = await conn.fetch(
+        """
+        SELECT workspace_id, id, object_key FROM attachments
+        WHERE checksum IS NOT NULL AND tidied_at IS NULL
+          AND created_at < now() - make_interval(secs => $1)
+        ORDER BY created_at
+        LIMIT $2
+        """,
+        float(older_than_seconds),
+        limit,
+    )
+    return [StaleAttachment(r["workspace_id"], r["id"], r["object_key"]) for r in rows]
+
+
+async def mark_tidied(conn: asyncpg.Connection, tidied: list[StaleAttachment]) -> None:
+    if not tidied:
+        return
+    await conn.execute(
+        "UPDATE attachments a SET tidied_at = now() "
+        "FROM unnest($1::uuid[], $2::uuid[]) AS r(workspace_id, id) "
+        "WHERE a.workspace_id = r.workspace_id AND a.id = r.id",
+        [s.workspace_id for s in tidied],
+        [s.id for s in tidied],
+    )
 
 
 async def delete_records(conn: asyncpg.Connection, removed: list[StaleAttachment]) -> None:

@@ -2,9 +2,12 @@
 channel members, and removal of uploads no message ever referenced.
 
 Lifecycle: `create_upload` checks membership, size and content type, records a *pending*
-attachment and signs a PUT; the client uploads; `claim_for_message` (inside the send's
-transaction) checks the file is really in the store with the declared size and ties it to the
-message; `remove_stale` deletes what stayed unreferenced for a day (record and file).
+attachment and signs a PUT for `{workspace}/{id}/{filename}`; the client uploads; a send first
+checks the file (size, type) and copies it to a key no URL can write (`seal_uploads`, before
+its transaction), then `claim_for_message` (inside the transaction) ties it to the message and
+points the record at the copy, and `settle` (after) removes the upload. So once sent, what a
+download returns never changes. `remove_stale` deletes what stayed unreferenced for a day
+(record and files); `remove_leftovers` whatever else is left in a sent attachment's folder.
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import secrets
 import unicodedata
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
 
-from cariosan.blobs.store import BlobStore, PresignedUpload
+from cariosan.blobs.store import BlobStore, ObjectInfo, PresignedUpload
 from cariosan.config import Settings
 from cariosan.db import attachments as rows
 from cariosan.db.pool import Database
@@ -28,7 +32,7 @@ from cariosan.domain.access import channel_access
 from cariosan.domain.auth import Caller
 from cariosan.domain.ids import server_id
 from cariosan.domain.views import AttachmentRef
-from cariosan.errors import NotFound, PayloadTooLarge, ValidationFailed
+from cariosan.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from cariosan.obs.logging import get_logger
 
 log = get_logger("cariosan.attachments")
@@ -37,6 +41,8 @@ log = get_logger("cariosan.attachments")
 MAX_FILENAME_BYTES = 180
 MAX_CONTENT_TYPE = 255
 MAX_PER_MESSAGE = 20
+# A send looks at an upload and copies it at most this often while PUTs keep replacing it.
+SEAL_ATTEMPTS = 3
 _CONTENT_TYPE = re.compile(
     r"^([a-z0-9][a-z0-9!#$&^_.+-]*)/([a-z0-9][a-z0-9!#$&^_.+-]*)"
     r"(\s*;\s*[a-z0-9!#$&^_.+-]+=(\"[^\"\\\r\n]*\"|[a-z0-9!#$&^_.+-]+))*$"
@@ -199,36 +205,111 @@ def _attachment_ids(values: Sequence[str | uuid.UUID]) -> list[uuid.UUID]:
     return ids
 
 
-async def verify_uploads(
+@dataclass(frozen=True)
+class Sealed:
+    """A verified copy of one upload, made before the send's transaction."""
+
+    attachment_id: uuid.UUID
+    upload_key: str
+    key: str
+    checksum: str
+
+
+@dataclass
+class Seals:
+    """The copies one send made, and which of them its transaction recorded."""
+
+    copies: dict[uuid.UUID, Sealed] = field(default_factory=dict)
+    recorded: set[uuid.UUID] = field(default_factory=set)
+
+
+def sealed_key(upload_key: str) -> str:
+    """A fresh key beside the upload, `{workspace}/{id}/{random}/{filename}`: no presigned PUT
+    ever names it (uploads are signed for `{workspace}/{id}/{filename}` only), and each copy
+    gets its own, so a copy never replaces one that a message already refers to."""
+    folder, _, filename = upload_key.rpartition("/")
+    return f"{folder}/{secrets.token_hex(8)}/{filename}"
+
+
+def _check_stored(row: rows.AttachmentRow, stored: ObjectInfo | None) -> ObjectInfo:
+    if stored is None:
+        raise ValidationFailed(f"attachment {row.id} was never uploaded")
+    if stored.size != row.size:
+        raise ValidationFailed(
+            f"attachment {row.id} has {stored.size} bytes, {row.size} were declared"
+        )
+    if stored.content_type is not None:
+        # Compared without parameters and case: stores may normalize those.
+        kept = stored.content_type.split(";", 1)[0].strip().lower()
+        declared = row.content_type.split(";", 1)[0].strip()
+        if kept != declared:
+            raise ValidationFailed(
+                f"attachment {row.id} was stored as {kept}, {declared} was declared"
+            )
+    return stored
+
+
+async def _seal(blobs: BlobStore, row: rows.AttachmentRow) -> Sealed:
+    """Check the upload and copy it to a key of its own, verified against what was checked."""
+    for _ in range(SEAL_ATTEMPTS):
+        stored = _check_stored(row, await blobs.head(row.object_key))
+        key = sealed_key(row.object_key)
+        copied = await blobs.copy(row.object_key, key, stored)
+        if copied is None:
+            # Replaced (or removed) between the HEAD and the copy: nothing may stay at the new
+            # key (not even the local store's folder for it), then look again.
+            await blobs.delete(key)
+            continue
+        if copied.size != row.size or copied.checksum is None:
+            await blobs.delete(key)
+            raise ValidationFailed(f"attachment {row.id} could not be verified in the store")
+        return Sealed(row.id, row.object_key, key, copied.checksum)
+    raise Conflict(f"attachment {row.id} kept changing while the message was sent; send again")
+
+
+async def seal_uploads(
     database: Database,
     blobs: BlobStore,
     workspace_id: uuid.UUID,
     channel_id: str,
     user_id: str | None,
     attachment_ids: Sequence[str | uuid.UUID],
-) -> None:
-    """Before a send's transaction: check that each of the caller's pending uploads is in the
-    store with its declared size (a HEAD, a network round trip: never made while the send holds
-    row locks) and mark it `uploaded`. VALIDATION_FAILED naming the attachment when it is not;
-    UNAVAILABLE when the store cannot be reached. `claim_for_message` checks again, locked."""
+) -> Seals:
+    """Before a send's transaction (store calls are network round trips: never made while the
+    send holds row locks): check that each of the caller's uploads not yet sent is in the store
+    with its declared size and type, and copy it to a key no upload URL names. Once a message
+    refers to it, the attachment is served from that copy only, so a PUT to the upload URL
+    afterwards changes nothing anyone downloads.
+
+    VALIDATION_FAILED naming the attachment when it is missing or does not match; CONFLICT
+    when it keeps being replaced during the copy; UNAVAILABLE when the store cannot be reached.
+    `claim_for_message` checks the rows again, locked, and records the copies; `settle`
+    removes what the send did not use. Attachments already sent (a retried send) are not
+    copied again."""
     ids = _attachment_ids(attachment_ids)
+    seals = Seals()
     if not ids:
-        return
+        return seals
     async with database.connection() as conn:
         found = await rows.unlocked(conn, workspace_id, ids)
-    for row in found:
-        mine = row.user_id is None or row.user_id == user_id
-        if row.status != rows.PENDING or row.channel_id != channel_id or not mine:
-            continue  # uploaded already, or refused by the claim with the right reason
-        stored = await blobs.head(row.object_key)
-        if stored is None:
-            raise ValidationFailed(f"attachment {row.id} was never uploaded")
-        if stored.size != row.size:
-            raise ValidationFailed(
-                f"attachment {row.id} has {stored.size} bytes, {row.size} were declared"
-            )
-        async with database.connection() as conn:
-            await rows.mark_uploaded(conn, workspace_id, row.id)
+    wanted = [
+        row
+        for row in sorted(found, key=lambda r: ids.index(r.id))
+        # Others are refused by the claim, with the right reason, or already sent.
+        if row.message_id is None
+        and row.status != rows.DELETING
+        and row.channel_id == channel_id
+        and (row.user_id is None or row.user_id == user_id)
+    ]
+    results = await asyncio.gather(*(_seal(blobs, row) for row in wanted), return_exceptions=True)
+    for result in results:
+        if isinstance(result, Sealed):
+            seals.copies[result.attachment_id] = result
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        await settle(blobs, seals, committed=False)
+        raise failed[0]
+    return seals
 
 
 async def claim_for_message(
@@ -238,20 +319,24 @@ async def claim_for_message(
     user_id: str | None,
     message_id: uuid.UUID,
     attachment_ids: Sequence[str | uuid.UUID],
+    seals: Seals | None = None,
 ) -> list[AttachmentRef]:
     """Tie uploaded attachments to a new message, inside the send's transaction; their refs in
     the order given.
 
     Each must exist in this workspace and channel, have been uploaded by `user_id` (or by the
-    backend itself), not be attached to another message, and have been seen in the store by
-    `verify_uploads` (status `uploaded`). Anything else is VALIDATION_FAILED naming the
-    attachment. No network call: only the attachment rows are locked, in id order.
+    backend itself), not be attached to another message, and have been copied by
+    `seal_uploads` (in `seals`). Anything else is VALIDATION_FAILED naming the attachment. No
+    network call: only the attachment rows are locked, in id order. The copies recorded are
+    added to `seals.recorded`.
     """
     ids = _attachment_ids(attachment_ids)
     if not ids:
         return []
+    copies = {} if seals is None else seals.copies
     found = {row.id: row for row in await rows.lock_for_claim(conn, workspace_id, ids)}
     refs: list[AttachmentRef] = []
+    newly: list[rows.SealedCopy] = []
     for attachment_id in ids:
         row = found.get(attachment_id)
         if row is None or row.channel_id != channel_id or row.status == rows.DELETING:
@@ -263,11 +348,29 @@ async def claim_for_message(
                 refs.append(ref_of(row))
                 continue
             raise ValidationFailed(f"attachment {attachment_id} belongs to another message")
-        if row.status != rows.UPLOADED:
+        copy = copies.get(attachment_id)
+        if copy is None or copy.upload_key != row.object_key:
             raise ValidationFailed(f"attachment {attachment_id} was never uploaded")
+        newly.append(rows.SealedCopy(attachment_id, copy.key, copy.checksum))
         refs.append(ref_of(row))
-    await rows.mark_referenced(conn, workspace_id, ids, message_id)
+    await rows.mark_referenced(conn, workspace_id, newly, message_id)
+    if seals is not None:
+        seals.recorded.update(c.id for c in newly)
     return refs
+
+
+async def settle(blobs: BlobStore, seals: Seals, *, committed: bool) -> None:
+    """After the send's transaction: remove the uploads whose copy it recorded (nothing serves
+    them any more) and the copies it did not record (a failed or repeated send). Best effort:
+    what fails here is left to the cleanup job (`remove_leftovers`)."""
+    doomed = [
+        copy.upload_key if committed and copy.attachment_id in seals.recorded else copy.key
+        for copy in seals.copies.values()
+    ]
+    results = await asyncio.gather(*(blobs.delete(key) for key in doomed), return_exceptions=True)
+    for key, result in zip(doomed, results, strict=True):
+        if isinstance(result, BaseException):
+            log.warning("attachment_leftover_not_removed", key=key, error=result.__class__.__name__)
 
 
 async def refs_for(
@@ -301,7 +404,7 @@ async def remove_stale(
                 done: list[rows.StaleAttachment] = []
                 for item in stale:
                     try:
-                        await blobs.delete(item.object_key)
+                        await _delete_folder(blobs, item)
                     except Exception as exc:
                         log.warning(
                             "attachment_cleanup_failed",
@@ -315,6 +418,59 @@ async def remove_stale(
                 removed += len(done)
                 if len(done) < len(stale):  # the store is failing: try again next run
                     return removed
+        finally:
+            await rows.release_cleanup_lock(conn)
+
+
+def folder_of(item: rows.StaleAttachment) -> str:
+    """Every file of one attachment is under this prefix (its upload and its copies)."""
+    return f"{item.workspace_id}/{item.id}/"
+
+
+async def _delete_folder(blobs: BlobStore, item: rows.StaleAttachment, keep: str = "") -> None:
+    keys = set(await blobs.list_keys(folder_of(item)))
+    if not keep:
+        keys.add(item.object_key)  # listed too, unless a store cannot list what it holds
+    for key in sorted(keys - {keep}):
+        await blobs.delete(key)
+
+
+async def remove_leftovers(
+    database: Database, blobs: BlobStore, older_than_seconds: float, batch: int = 500
+) -> int | None:
+    """For sent attachments whose upload URL has expired (`older_than_seconds` after they were
+    created): delete every file in their folder but the copy their message refers to (the
+    upload if `settle` could not delete it, a re-upload through the URL after the send, the
+    copy of a send that died before its transaction ended). Once per attachment.
+
+    Under the cleanup job's advisory lock: None without doing anything when another server
+    holds it, else how many attachments were tidied."""
+    async with database.connection() as conn:
+        if not await rows.try_cleanup_lock(conn):
+            return None
+        try:
+            tidied = 0
+            while True:
+                untidy = await rows.untidy(conn, older_than_seconds, batch)
+                if not untidy:
+                    return tidied
+                done: list[rows.StaleAttachment] = []
+                for item in untidy:
+                    try:
+                        await _delete_folder(blobs, item, keep=item.object_key)
+                    except Exception as exc:
+                        log.warning(
+                            "attachment_tidy_failed",
+                            attachment_id=str(item.id),
+                            error=exc.__class__.__name__,
+                            exc_info=exc,
+                        )
+                        continue
+                    done.append(item)
+                await rows.mark_tidied(conn, done)
+                tidied += len(done)
+                if len(done) < len(untidy):  # the store is failing: try again next run
+                    return tidied
         finally:
             await rows.release_cleanup_lock(conn)
 
@@ -341,11 +497,17 @@ class CleanupJob:
                 removed = await remove_stale(
                     self._database, self._blobs, self._settings.attachment_pending_seconds
                 )
+                # A minute past the URL's expiry, for clocks a little apart.
+                tidied = await remove_leftovers(
+                    self._database, self._blobs, self._settings.attachment_url_seconds + 60
+                )
             except Exception as exc:  # a store or database outage: try again next time
                 log.warning("attachment_cleanup_error", error=exc.__class__.__name__, exc_info=exc)
                 continue
             if removed:
                 log.info("attachments_removed", count=removed)
+            if tidied:
+                log.info("attachment_leftovers_removed", count=tidied)
 
     async def stop(self) -> None:
         task, self._task = self._task, None

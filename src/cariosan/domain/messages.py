@@ -140,7 +140,7 @@ async def post_message(
 ) -> tuple[MessageView, bool]:
     """Send a message as the caller; (message, created). The same client id again returns the
     original (created False), also when both requests race."""
-    user_id = caller.require_user()
+    caller.require_user()  # before any work: only users send
     customer_id("channel_id", channel_id)
     message_id = (
         uuid.uuid4() if draft.id is None else server_id("id", draft.id, missing_is_not_found=False)
@@ -154,11 +154,44 @@ async def post_message(
     mentions = _valid_mentions(draft.mentions)
     valid_data(draft.data, limits)
     await check_message(store, limits, caller)
-    # The store is asked first: no network call while the send holds row locks.
-    await attachments.verify_uploads(
+    # The store is asked (and the files copied) first: no network call while the send holds
+    # row locks. What the transaction did not use is removed after it, committed or not.
+    seals = await attachments.seal_uploads(
         database, blobs, caller.workspace_id, channel_id, caller.user_id, draft.attachment_ids
     )
+    committed = False
+    try:
+        sent = await _store_message(
+            database,
+            caller,
+            channel_id,
+            draft,
+            message_id=message_id,
+            parent_id=parent_id,
+            text=text,
+            mentions=mentions,
+            seals=seals,
+        )
+        committed = True
+    finally:
+        await attachments.settle(blobs, seals, committed=committed)
+    return sent
 
+
+async def _store_message(
+    database: Database,
+    caller: Caller,
+    channel_id: str,
+    draft: Draft,
+    *,
+    message_id: uuid.UUID,
+    parent_id: uuid.UUID | None,
+    text: str,
+    mentions: list[str],
+    seals: attachments.Seals,
+) -> tuple[MessageView, bool]:
+    """The send's transaction; (message, created)."""
+    user_id = caller.require_user()
     async with database.transaction() as conn:
         access = await channel_access(conn, caller, channel_id)
         if not access.is_member:
@@ -178,6 +211,7 @@ async def post_message(
             caller.user_id,
             message_id,
             draft.attachment_ids,
+            seals,
         )
         row = await rows.insert_message(
             conn,
