@@ -384,7 +384,7 @@ async def test_an_open_write_transaction_elsewhere_does_not_hold_events_back(
 async def test_the_python_sdk_turns_an_expired_position_into_a_resync(
     server: RunningServer, people: dict[str, str]
 ) -> None:
-    from cariosan.client import ChatClient, EventsExpired
+    from cariosan_client import ChatClient, EventsExpired
 
     channel = await channel_of(server, people["alice"], ["bob"])
     await send(server, people["alice"], channel, "old")

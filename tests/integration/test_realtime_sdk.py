@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from cariosan.client import ChatClient
 from cariosan.config import Limits, Settings
 from cariosan.domain.workspaces import NewWorkspace
 from cariosan.realtime.connection import TOO_SLOW
+from cariosan_client import ChatClient
 from tests.support.chat import backend_client, make_user
 from tests.support.server import RunningServer
 

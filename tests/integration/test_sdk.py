@@ -8,7 +8,9 @@ import time
 import jwt
 import pytest
 
-from cariosan.client import (
+from cariosan.config import Limits, Settings
+from cariosan.domain.workspaces import NewWorkspace, create_workspace
+from cariosan_client import (
     ChatClient,
     Conflict,
     Forbidden,
@@ -18,8 +20,6 @@ from cariosan.client import (
     Unauthorized,
     ValidationFailed,
 )
-from cariosan.config import Limits, Settings
-from cariosan.domain.workspaces import NewWorkspace, create_workspace
 from tests.conftest import JWT_SECRET
 from tests.support.server import RunningServer, start_server
 

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-import cariosan.client.chat as chat_module
-from cariosan.client import (
+import cariosan_client.chat as chat_module
+from cariosan_client import (
     CariosanError,
     Channel,
     ChatClient,

@@ -7,8 +7,8 @@ async with ChatClient("https://chat.example.com", token=token.token) as chat:
     await chat.send("general", "hello")
 """
 
-from cariosan.client.chat import ChatClient, TokenProvider
-from cariosan.client.errors import (
+from cariosan_client.chat import ChatClient, TokenProvider
+from cariosan_client.errors import (
     CariosanError,
     Conflict,
     EventsExpired,
@@ -24,7 +24,7 @@ from cariosan.client.errors import (
     ValidationFailed,
     error_from_response,
 )
-from cariosan.client.models import (
+from cariosan_client.models import (
     Attachment,
     Channel,
     ChannelPage,
@@ -41,7 +41,7 @@ from cariosan.client.models import (
     User,
     Webhook,
 )
-from cariosan.client.server import ServerClient
+from cariosan_client.server import ServerClient
 
 __all__ = [
     "Attachment",

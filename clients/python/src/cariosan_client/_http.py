@@ -11,14 +11,14 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from cariosan.client.errors import Internal, TransportError, error_from_response
+from cariosan_client.errors import Internal, TransportError, error_from_response
 
 T = TypeVar("T")
 
 Params = Mapping[str, str | int | bool | None]
 
 try:
-    _VERSION = metadata.version("cariosan")
+    _VERSION = metadata.version("cariosan-client")
 except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     _VERSION = "0"
 

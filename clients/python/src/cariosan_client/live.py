@@ -29,7 +29,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from cariosan.client.errors import Unauthorized
+from cariosan_client.errors import Unauthorized
 
 __all__ = ["LiveEvents"]
 

@@ -15,10 +15,10 @@ from typing import Any, Literal, Self
 
 import httpx
 
-from cariosan.client._http import Connection, Params, decode, segment
-from cariosan.client.errors import TransportError, Unauthorized, Unavailable
-from cariosan.client.live import LiveEvents
-from cariosan.client.models import (
+from cariosan_client._http import Connection, Params, decode, segment
+from cariosan_client.errors import TransportError, Unauthorized, Unavailable
+from cariosan_client.live import LiveEvents
+from cariosan_client.models import (
     Channel,
     ChannelPage,
     Download,

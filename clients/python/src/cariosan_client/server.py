@@ -15,9 +15,9 @@ from typing import Any, Literal, Self
 
 import httpx
 
-from cariosan.client._http import Connection, Params, decode, segment
-from cariosan.client.chat import ChatClient
-from cariosan.client.models import DeliveryPage, Token, User, Webhook, WebhookList
+from cariosan_client._http import Connection, Params, decode, segment
+from cariosan_client.chat import ChatClient
+from cariosan_client.models import DeliveryPage, Token, User, Webhook, WebhookList
 
 __all__ = ["ServerClient"]
 
