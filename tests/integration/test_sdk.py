@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+import uuid
 
+import httpx
 import jwt
+import msgspec
 import pytest
 
 from cariosan.config import Limits, Settings
@@ -16,7 +20,9 @@ from cariosan_client import (
     Forbidden,
     NotFound,
     RateLimited,
+    RetryPolicy,
     ServerClient,
+    TransportError,
     Unauthorized,
     ValidationFailed,
 )
@@ -141,8 +147,123 @@ async def test_rate_limited_is_raised_with_retry_after(settings: Settings) -> No
         ws = await create_workspace(running.services.db, "limited")
         async with ServerClient(running.url, ws.api_secret) as backend:
             await backend.upsert_user("alice")
-            async with await _chat(backend, "alice") as alice:
+            token = (await backend.create_token("alice")).token
+            async with ChatClient(running.url, token, retry=RetryPolicy.never()) as alice:
                 channel = await alice.create_channel("group", [])
                 with pytest.raises(RateLimited) as limited:
                     await asyncio.gather(*(alice.send(channel.id, f"m{n}") for n in range(10)))
     assert limited.value.retry_after is not None and limited.value.retry_after >= 1
+
+
+class Attempt(msgspec.Struct):
+    sent_at: float
+    answered_at: float
+    status: int
+    retry_after: float | None
+
+
+class Timeline(httpx.AsyncBaseTransport):
+    """The real network, noting each attempt at sending a message: when, and how it was answered."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.attempts: dict[str, list[Attempt]] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        sent_at = time.monotonic()
+        response = await self.inner.handle_async_request(request)
+        if request.method == "POST" and request.url.path.endswith("/messages"):
+            message_id = msgspec.json.decode(request.content)["id"]
+            retry_after = response.headers.get("retry-after")
+            self.attempts.setdefault(message_id, []).append(
+                Attempt(
+                    sent_at,
+                    time.monotonic(),
+                    response.status_code,
+                    None if retry_after is None else float(retry_after),
+                )
+            )
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_rate_limited_sends_are_sent_again_after_retry_after(settings: Settings) -> None:
+    # TESTING.md: 2 per second, so that a loaded machine cannot spread the burst over windows.
+    tight = settings.with_overrides(limits=Limits(user_messages_per_second=2))
+    timeline = Timeline()
+    async with start_server(tight) as running:
+        ws = await create_workspace(running.services.db, "limited")
+        async with ServerClient(running.url, ws.api_secret) as backend:
+            await backend.upsert_user("alice")
+            token = (await backend.create_token("alice")).token
+            patient = RetryPolicy(max_retries=10)
+            async with ChatClient(running.url, token, transport=timeline, retry=patient) as alice:
+                channel = await alice.create_channel("group", [])
+                sent = await asyncio.gather(*(alice.send(channel.id, f"m{n}") for n in range(6)))
+                history = await alice.list_messages(channel.id)
+    assert sorted(m.text for m in history.messages) == [f"m{n}" for n in range(6)]
+    assert {m.id for m in sent} == {m.id for m in history.messages}
+    limited = [a for attempts in timeline.attempts.values() for a in attempts if a.status == 429]
+    assert len(limited) >= 2, "the burst was not rate limited: the test proves nothing"
+    for attempts in timeline.attempts.values():
+        assert attempts[-1].status == 201
+        for before, after in itertools.pairwise(attempts):
+            assert before.status == 429 and before.retry_after is not None
+            # Never earlier than the server asked (later is fine: the machine may be busy).
+            assert after.sent_at - before.answered_at >= before.retry_after - 0.01
+
+
+class LossyNetwork(httpx.AsyncBaseTransport):
+    """The real network, except that the first answer to each distinct request is lost after the
+    server has acted on it, as when a connection drops at the worst moment."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.attempts: list[tuple[str, str]] = []
+        self._answered: set[tuple[str, str, bytes]] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.attempts.append((request.method, request.url.path))
+        response = await self.inner.handle_async_request(request)
+        key = (request.method, str(request.url), request.content)
+        if key in self._answered:
+            return response
+        self._answered.add(key)
+        await response.aclose()
+        raise httpx.ReadError("connection reset before the answer arrived", request=request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_lost_answers_are_sent_again_only_for_idempotent_requests(
+    backend: ServerClient,
+) -> None:
+    network = LossyNetwork()
+    token = (await backend.create_token("alice")).token
+    quick = RetryPolicy(first_backoff=0.05)
+    async with (
+        backend,
+        await _chat(backend, "alice") as steady,
+        ChatClient(backend.base_url, token, transport=network, retry=quick) as alice,
+    ):
+        channel = await steady.create_channel("group", ["bob"])
+        assert (await alice.me()).user.id == "alice"
+        message_id = str(uuid.uuid4())
+        sent = await alice.send(channel.id, "once", id=message_id)
+        with pytest.raises(TransportError):
+            await alice.edit_message(message_id, "edited")
+        history = await steady.list_messages(channel.id)
+    messages = f"/v1/channels/{channel.id}/messages"
+    assert network.attempts == [
+        ("GET", "/v1/me"),
+        ("GET", "/v1/me"),
+        ("POST", messages),
+        ("POST", messages),
+        ("PATCH", f"/v1/messages/{message_id}"),
+    ]
+    # The send reached the server twice and stored one message; the edit was applied once.
+    assert sent.id == message_id
+    assert [(m.id, m.text) for m in history.messages] == [(message_id, "edited")]

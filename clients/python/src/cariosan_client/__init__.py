@@ -41,6 +41,7 @@ from cariosan_client.models import (
     User,
     Webhook,
 )
+from cariosan_client.retry import RetryPolicy
 from cariosan_client.server import ServerClient
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "RetryPolicy",
     "ServerClient",
     "Token",
     "TokenProvider",

@@ -16,7 +16,7 @@ from typing import Any, Literal, Self
 import httpx
 
 from cariosan_client._http import Connection, Params, decode, segment
-from cariosan_client.errors import TransportError, Unauthorized, Unavailable
+from cariosan_client.errors import Unauthorized
 from cariosan_client.live import LiveEvents
 from cariosan_client.models import (
     Channel,
@@ -30,13 +30,11 @@ from cariosan_client.models import (
     UnreadCount,
     Upload,
 )
+from cariosan_client.retry import RetryPolicy
 
 __all__ = ["ChatClient", "TokenProvider"]
 
 TokenProvider = Callable[[], Awaitable[str]]
-
-# Pause before `send` retries after a network error or 503 (module-level so tests can shorten it).
-SEND_RETRY_DELAY = 0.5
 
 
 def _body(**fields: Any) -> dict[str, Any]:
@@ -50,6 +48,7 @@ class ChatClient:
     Give a `token`, a `token_provider` (an async function returning a fresh JWT), or both. Without
     a token the provider is called before the first request; on `401 UNAUTHORIZED` it is called
     once more and the request retried once. Without a provider a 401 raises `Unauthorized`.
+    Rate-limited and failed requests are retried as `retry` says (default: `RetryPolicy()`).
     """
 
     def __init__(
@@ -60,11 +59,12 @@ class ChatClient:
         token_provider: TokenProvider | None = None,
         timeout: float | httpx.Timeout = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if token is None and token_provider is None:
             raise ValueError("ChatClient needs a token or a token_provider")
         self._setup(
-            Connection(base_url, timeout=timeout, transport=transport),
+            Connection(base_url, timeout=timeout, transport=transport, retry=retry),
             owns_connection=True,
             token=token,
             token_provider=token_provider,
@@ -141,21 +141,27 @@ class ChatClient:
             return self._token
 
     async def _request(
-        self, method: str, path: str, *, params: Params | None = None, json: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         if self._acting_as_user is not None:
             params = {**(params or {}), "user_id": self._acting_as_user}
         token = await self._current_token()
         try:
             return await self._connection.request(
-                method, path, credential=token, params=params, json=json
+                method, path, credential=token, params=params, json=json, idempotent=idempotent
             )
         except Unauthorized:
             if self._token_provider is None:
                 raise
         token = await self._fresh_token(token)
         return await self._connection.request(
-            method, path, credential=token, params=params, json=json
+            method, path, credential=token, params=params, json=json, idempotent=idempotent
         )
 
     # -- me --------------------------------------------------------------------------------------
@@ -240,8 +246,8 @@ class ChatClient:
         """Post a message (a reply when `parent_id` is set).
 
         The message id makes sending idempotent: without `id`, `send` makes a uuid4 itself. After
-        a network error or `503 UNAVAILABLE` it retries once with the same id, so the server
-        returns the original message instead of storing a duplicate.
+        a network error or `503 UNAVAILABLE` it is sent again with the same id (as the client's
+        `RetryPolicy` allows), so the server returns the original instead of storing a duplicate.
         """
         body = _body(
             id=id or str(uuid.uuid4()),
@@ -252,11 +258,7 @@ class ChatClient:
             data=data,
         )
         path = f"/v1/channels/{segment(channel_id)}/messages"
-        try:
-            response = await self._request("POST", path, json=body)
-        except (TransportError, Unavailable):
-            await asyncio.sleep(SEND_RETRY_DELAY)
-            response = await self._request("POST", path, json=body)
+        response = await self._request("POST", path, json=body, idempotent=True)
         return decode(response, Message)
 
     async def edit_message(self, id: str, text: str) -> Message:

@@ -18,6 +18,7 @@ import httpx
 from cariosan_client._http import Connection, Params, decode, segment
 from cariosan_client.chat import ChatClient
 from cariosan_client.models import DeliveryPage, Token, User, Webhook, WebhookList
+from cariosan_client.retry import RetryPolicy
 
 __all__ = ["ServerClient"]
 
@@ -26,7 +27,8 @@ SECRET_ENV = "CARIOS_API_SECRET"
 
 
 class ServerClient:
-    """The server-side API with the workspace API secret; `as_user` reaches the client API."""
+    """The server-side API with the workspace API secret; `as_user` reaches the client API.
+    Rate-limited and failed requests are retried as `retry` says (default: `RetryPolicy()`)."""
 
     def __init__(
         self,
@@ -35,6 +37,7 @@ class ServerClient:
         *,
         timeout: float | httpx.Timeout = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         base_url = base_url or os.environ.get(URL_ENV)
         api_secret = api_secret or os.environ.get(SECRET_ENV)
@@ -45,7 +48,7 @@ class ServerClient:
                 f"ServerClient needs api_secret= or the {SECRET_ENV} environment variable"
             )
         self._api_secret = api_secret
-        self._connection = Connection(base_url, timeout=timeout, transport=transport)
+        self._connection = Connection(base_url, timeout=timeout, transport=transport, retry=retry)
 
     @property
     def base_url(self) -> str:
