@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import jwt
@@ -27,6 +30,8 @@ from cariosan_client import (
     ValidationFailed,
 )
 from tests.conftest import JWT_SECRET
+from tests.integration.test_attachments import BUCKET, s3_settings
+from tests.services.provision import S3Service
 from tests.support.server import RunningServer, start_server
 
 
@@ -267,3 +272,59 @@ async def test_lost_answers_are_sent_again_only_for_idempotent_requests(
     # The send reached the server twice and stored one message; the edit was applied once.
     assert sent.id == message_id
     assert [(m.id, m.text) for m in history.messages] == [(message_id, "edited")]
+
+
+async def test_replies_page_forward_with_after(backend: ServerClient) -> None:
+    async with backend, await _chat(backend, "alice") as alice:
+        channel = await alice.create_channel("group", [])
+        parent = await alice.send(channel.id, "thread")
+        replies = [
+            (await alice.send(channel.id, f"r{n}", parent_id=parent.id)).id for n in range(5)
+        ]
+        first = await alice.replies(parent.id, limit=2, after=replies[0])
+        assert [m.id for m in first.messages] == replies[1:3] and first.has_more
+        last = await alice.replies(parent.id, limit=2, after=replies[2])
+        assert [m.id for m in last.messages] == replies[3:5] and not last.has_more
+        back = await alice.replies(parent.id, limit=2, before=replies[2])
+        assert [m.id for m in back.messages] == replies[0:2] and not back.has_more
+
+
+@pytest.fixture(params=["local folder", "S3"])
+async def attachment_server(
+    request: pytest.FixtureRequest, settings: Settings, s3_service: S3Service
+) -> AsyncIterator[RunningServer]:
+    """A server keeping attachments in each of the two stores (dev mode's, and production's)."""
+    if request.param == "S3":
+        settings = s3_settings(settings, s3_service, BUCKET)
+    async with start_server(settings) as running:
+        yield running
+
+
+async def test_upload_puts_the_bytes_where_the_server_signed(
+    attachment_server: RunningServer, tmp_path: Path
+) -> None:
+    ws = await create_workspace(attachment_server.services.db, "uploads")
+    async with ServerClient(attachment_server.url, ws.api_secret) as backend:
+        for user_id in ("alice", "bob"):
+            await backend.upsert_user(user_id)
+        async with await _chat(backend, "alice") as alice, await _chat(backend, "bob") as bob:
+            channel = await alice.create_channel("group", ["bob"])
+            # Larger than the 1 MiB limit of API bodies: the bytes go to the store, not the API.
+            body = os.urandom(1024 * 1024 + 3)
+            clip = await alice.upload(channel.id, body, filename="clip.mp4")
+            notes = tmp_path / "notes.txt"
+            notes.write_text("from a file")
+            text = await alice.upload(channel.id, notes)
+            sent = await alice.send(
+                channel.id, "files", attachment_ids=[clip.attachment_id, text.attachment_id]
+            )
+            assert [(a.filename, a.content_type, a.size) for a in sent.attachments] == [
+                ("clip.mp4", "video/mp4", len(body)),
+                ("notes.txt", "text/plain", len("from a file")),
+            ]
+            async with httpx.AsyncClient(timeout=10) as plain:
+                for upload, expected in ((clip, body), (text, b"from a file")):
+                    download = await bob.get_attachment(upload.attachment_id)
+                    assert (await plain.get(download.url)).content == expected
+            with pytest.raises(ValueError, match="filename"):
+                await alice.upload(channel.id, b"no name")

@@ -87,15 +87,19 @@ class Connection:
         method: str,
         path: str,
         *,
-        credential: str,
+        credential: str | None,
         params: Params | None = None,
         json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
     ) -> httpx.Response:
         """Send a request, again as the retry policy allows; return a 2xx response or raise the
-        typed error. `idempotent` defaults to what the HTTP method says."""
-        headers = {"Authorization": f"Bearer {credential}"}
-        content = None
+        typed error. `path` may be a full URL (a presigned one: then `credential` is None, as
+        the URL carries its own). `idempotent` defaults to what the HTTP method says."""
+        headers = dict(headers or {})
+        if credential is not None:
+            headers["Authorization"] = f"Bearer {credential}"
         if json is not None:
             content = msgspec.json.encode(json)
             headers["Content-Type"] = "application/json"

@@ -8,6 +8,8 @@ async with ChatClient("https://chat.example.com", token=jwt) as chat:
 from __future__ import annotations
 
 import asyncio
+import mimetypes
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -35,6 +37,11 @@ from cariosan_client.retry import RetryPolicy
 __all__ = ["ChatClient", "TokenProvider"]
 
 TokenProvider = Callable[[], Awaitable[str]]
+
+
+def _read(path: os.PathLike[str]) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
 
 
 def _body(**fields: Any) -> dict[str, Any]:
@@ -271,11 +278,16 @@ class ChatClient:
         await self._request("DELETE", f"/v1/messages/{segment(id)}")
 
     async def replies(
-        self, message_id: str, limit: int | None = None, before: str | None = None
+        self,
+        message_id: str,
+        limit: int | None = None,
+        before: str | None = None,
+        after: str | None = None,
     ) -> MessagePage:
-        """A page of a message's thread replies, oldest first."""
+        """A page of a message's thread replies, oldest first: the latest `limit`, or those just
+        before or after a reply id (`has_more`: more lie in that direction)."""
         path = f"/v1/messages/{segment(message_id)}/replies"
-        params = {"limit": limit, "before": before}
+        params = {"limit": limit, "before": before, "after": after}
         return decode(await self._request("GET", path, params=params), MessagePage)
 
     async def add_reaction(self, message_id: str, type: str) -> Message:
@@ -311,6 +323,41 @@ class ChatClient:
             "size": size,
         }
         return decode(await self._request("POST", "/v1/attachments", json=body), Upload)
+
+    async def upload(
+        self,
+        channel_id: str,
+        content: bytes | os.PathLike[str],
+        *,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> Upload:
+        """Upload a file in one call: reserve the attachment, then PUT the bytes to the presigned
+        URL. Pass the result's `attachment_id` to `send(attachment_ids=[...])`.
+
+        `content` is the bytes or a file's path; `filename` defaults to the path's name, and
+        `content_type` to what the filename suggests (else `application/octet-stream`).
+        """
+        if isinstance(content, bytes):
+            data = content
+            if filename is None:
+                raise ValueError("upload() of bytes needs a filename")
+        else:
+            data = await asyncio.to_thread(_read, content)
+            filename = filename or os.path.basename(os.fspath(content))
+        if content_type is None:
+            content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        upload = await self.create_upload(channel_id, filename, content_type, len(data))
+        if upload.upload_method.upper() != "PUT":
+            raise ValueError(f"the server asks for an upload by {upload.upload_method}, not PUT")
+        await self._connection.request(
+            "PUT",
+            upload.upload_url,
+            credential=None,
+            content=data,
+            headers={"Content-Type": content_type, **upload.upload_headers},
+        )
+        return upload
 
     async def get_attachment(self, id: str) -> Download:
         """A presigned download URL (valid 15 minutes) for an attachment."""
