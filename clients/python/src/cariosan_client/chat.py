@@ -11,7 +11,7 @@ import asyncio
 import mimetypes
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -37,6 +37,27 @@ from cariosan_client.retry import RetryPolicy
 __all__ = ["ChatClient", "TokenProvider"]
 
 TokenProvider = Callable[[], Awaitable[str]]
+
+# Fetches a page of messages before or after a message id (one of them None).
+PageFetch = Callable[[str | None, str | None], Awaitable[MessagePage]]
+
+
+async def _walk(fetch: PageFetch, before: str | None, after: str | None) -> AsyncIterator[Message]:
+    """Every message from a cursor on: forward, oldest first, from `after`; else backward, newest
+    first, from `before` (or from the newest)."""
+    if before is not None and after is not None:
+        raise ValueError("give before= or after=, not both")
+    while True:
+        page = await fetch(before, after)
+        yield_order = page.messages if after is not None else reversed(page.messages)
+        for message in yield_order:
+            yield message
+        if not page.has_more or not page.messages:
+            return
+        if after is not None:
+            after = page.messages[-1].id
+        else:
+            before = page.messages[0].id
 
 
 def _read(path: os.PathLike[str]) -> bytes:
@@ -199,6 +220,20 @@ class ChatClient:
         params = {"limit": limit, "cursor": cursor, "public": public}
         return decode(await self._request("GET", "/v1/channels", params=params), ChannelPage)
 
+    async def iter_channels(
+        self, *, page_size: int | None = None, public: bool | None = None
+    ) -> AsyncIterator[Channel]:
+        """Every channel of the caller, newest activity first, fetched a page at a time:
+        `async for channel in chat.iter_channels(): ...`"""
+        cursor: str | None = None
+        while True:
+            page = await self.list_channels(limit=page_size, cursor=cursor, public=public)
+            for channel in page.channels:
+                yield channel
+            if not page.next_cursor or not page.channels:
+                return
+            cursor = page.next_cursor
+
     async def get_channel(self, id: str) -> Channel:
         """One channel, with its `members`."""
         return decode(await self._request("GET", f"/v1/channels/{segment(id)}"), Channel)
@@ -238,6 +273,23 @@ class ChatClient:
         params = {"limit": limit, "before": before, "after": after}
         path = f"/v1/channels/{segment(channel_id)}/messages"
         return decode(await self._request("GET", path, params=params), MessagePage)
+
+    def iter_messages(
+        self,
+        channel_id: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Message]:
+        """Every top-level message of a channel, a page at a time: with `after`, those after that
+        message, oldest first, up to the newest; otherwise walking back in time from `before`
+        (or from the newest message), newest first."""
+
+        def fetch(before: str | None, after: str | None) -> Awaitable[MessagePage]:
+            return self.list_messages(channel_id, limit=page_size, before=before, after=after)
+
+        return _walk(fetch, before, after)
 
     async def send(
         self,
@@ -289,6 +341,22 @@ class ChatClient:
         path = f"/v1/messages/{segment(message_id)}/replies"
         params = {"limit": limit, "before": before, "after": after}
         return decode(await self._request("GET", path, params=params), MessagePage)
+
+    def iter_replies(
+        self,
+        message_id: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Message]:
+        """Every reply of a thread, a page at a time, in the order of `iter_messages`: forward
+        from `after`, else backward from `before` (or from the newest reply)."""
+
+        def fetch(before: str | None, after: str | None) -> Awaitable[MessagePage]:
+            return self.replies(message_id, limit=page_size, before=before, after=after)
+
+        return _walk(fetch, before, after)
 
     async def add_reaction(self, message_id: str, type: str) -> Message:
         path = f"/v1/messages/{segment(message_id)}/reactions/{segment(type)}"
@@ -391,3 +459,16 @@ class ChatClient:
         from the error's `latest_seq`."""
         params = {"after_seq": after_seq, "limit": limit}
         return decode(await self._request("GET", "/v1/events", params=params), EventPage)
+
+    async def iter_events(
+        self, after_seq: int = 0, *, page_size: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every persisted event after `after_seq` as of now, oldest first, a page at a time (it
+        ends when caught up; `connect()` goes on live). Raises `EventsExpired` like `events`."""
+        while True:
+            page = await self.events(after_seq=after_seq, limit=page_size)
+            for event in page.events:
+                yield event
+            if not page.has_more or page.latest_seq <= after_seq:
+                return
+            after_seq = page.latest_seq

@@ -9,7 +9,7 @@ async with ServerClient() as server:  # CARIOS_API_URL, CARIOS_API_SECRET
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -17,7 +17,7 @@ import httpx
 
 from cariosan_client._http import Connection, Params, decode, segment
 from cariosan_client.chat import ChatClient
-from cariosan_client.models import DeliveryPage, Token, User, Webhook, WebhookList
+from cariosan_client.models import Delivery, DeliveryPage, Token, User, Webhook, WebhookList
 from cariosan_client.retry import RetryPolicy
 
 __all__ = ["ServerClient"]
@@ -148,6 +148,23 @@ class ServerClient:
         path = f"/v1/webhooks/{segment(webhook_id)}/deliveries"
         params = {"status": status, "limit": limit, "cursor": cursor}
         return decode(await self._request("GET", path, params=params), DeliveryPage)
+
+    async def iter_deliveries(
+        self,
+        webhook_id: str,
+        status: Literal["pending", "succeeded", "failed"] | None = None,
+        *,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Delivery]:
+        """Every delivery of an endpoint (of one `status`, if given), a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_deliveries(webhook_id, status, limit=page_size, cursor=cursor)
+            for delivery in page.deliveries:
+                yield delivery
+            if not page.next_cursor or not page.deliveries:
+                return
+            cursor = page.next_cursor
 
     async def replay_delivery(self, webhook_id: str, delivery_id: str) -> None:
         """Queue a delivery to be sent again."""
