@@ -75,13 +75,14 @@ async def test_a_conversation_end_to_end(backend: ServerClient) -> None:
         # poll as a client would rather than assume that has already happened.
         for _ in range(100):
             events = await bob.events(after_seq=0)
-            types = [e["type"] for e in events.events]
+            types = [e.type for e in events.events]
             if "message.updated" in types:
                 break
             await asyncio.sleep(0.1)
         assert types[:2] == ["channel.created", "message.new"]
         assert "reaction.new" in types and "message.updated" in types
-        assert events.latest_seq >= events.events[-1]["seq"]
+        last_seq = events.events[-1].seq
+        assert last_seq is not None and events.latest_seq >= last_seq
 
         await alice.delete_message(first.id)
         gone = (await bob.list_messages(channel.id)).messages[0]

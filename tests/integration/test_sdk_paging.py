@@ -11,7 +11,7 @@ import pytest
 
 from cariosan.config import Settings
 from cariosan.domain.workspaces import NewWorkspace
-from cariosan_client import ChatClient, ServerClient
+from cariosan_client import AnyEvent, ChannelCreated, ChatClient, MessageNew, ServerClient
 from tests.support.server import RunningServer
 
 T = TypeVar("T")
@@ -85,16 +85,16 @@ async def test_events_are_walked_until_caught_up(alice: ChatClient) -> None:
     for n in range(6):
         await alice.send(channel.id, f"e{n}")
 
-    async def all_numbered() -> list[dict[str, Any]] | None:
+    async def all_numbered() -> list[AnyEvent] | None:
         page = await alice.events(limit=100)
         return page.events if len(page.events) == 7 else None
 
     everything = await until(all_numbered)
     walked = await collect(alice.iter_events(page_size=2))
-    assert [e["seq"] for e in walked] == [e["seq"] for e in everything]
-    assert [e["type"] for e in walked] == ["channel.created"] + ["message.new"] * 6
-    later = await collect(alice.iter_events(everything[2]["seq"], page_size=2))
-    assert [e["seq"] for e in later] == [e["seq"] for e in everything[3:]]
+    assert [e.seq for e in walked] == [e.seq for e in everything]
+    assert [type(e) for e in walked] == [ChannelCreated] + [MessageNew] * 6
+    later = await collect(alice.iter_events(everything[2].seq, page_size=2))
+    assert [e.seq for e in later] == [e.seq for e in everything[3:]]
 
 
 async def test_webhook_deliveries_follow_the_cursor(

@@ -11,6 +11,7 @@ from email.utils import format_datetime
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 import cariosan_client._http as http_module
@@ -21,6 +22,7 @@ from cariosan_client import (
     Conflict,
     Forbidden,
     Internal,
+    MessageNew,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -28,9 +30,12 @@ from cariosan_client import (
     RetryPolicy,
     ServerClient,
     TransportError,
+    TypingStop,
     Unauthorized,
     Unavailable,
+    UnknownEvent,
     ValidationFailed,
+    decode_event,
     error_from_response,
 )
 
@@ -671,7 +676,7 @@ async def test_chat_endpoints_send_what_api_md_says() -> None:
         edited = await chat.edit_message("m1", "edited")
     assert page.has_more and len(page.messages) == 1
     assert unread == 4 and len(found) == 2
-    assert events.latest_seq == 9 and events.events[0]["type"] == "message.new"
+    assert events.latest_seq == 9 and events.events[0].type == "message.new"
     assert upload.upload_headers == {"x-amz": "1"}
     assert edited.edited_at is not None
     assert [f"{r.method} {r.url.path}?{r.url.query.decode()}" for r in server.requests] == [
@@ -689,3 +694,27 @@ async def test_chat_endpoints_send_what_api_md_says() -> None:
     assert server.body(3) == {}
     assert server.body(4) == {"state": "start"}
     assert server.body(8) == {"text": "edited"}
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+def test_events_decode_to_the_class_of_their_type() -> None:
+    frame = {"type": "message.new", "seq": 7, "channel_id": "general", "created_at": NOW}
+    event = decode_event(json.dumps({**frame, "message": message_json(text="hi")}))
+    assert isinstance(event, MessageNew)
+    assert (event.seq, event.channel_id, event.message.text) == (7, "general", "hi")
+    typing = decode_event(b'{"type": "typing.stop", "channel_id": "general", "user_id": "bob"}')
+    assert typing == TypingStop(channel_id="general", user_id="bob")
+
+
+def test_an_unknown_or_unreadable_event_is_kept_whole_rather_than_failing() -> None:
+    future = {"type": "user.banned", "seq": 9, "user_id": "bob", "created_at": NOW}
+    event = decode_event(json.dumps(future))
+    assert isinstance(event, UnknownEvent)
+    assert (event.type, event.seq, event.data) == ("user.banned", 9, future)
+    # A known type in a shape this SDK cannot read (here: no message) is not an error either.
+    odd = decode_event(b'{"type": "message.new", "seq": "not a number"}')
+    assert isinstance(odd, UnknownEvent) and odd.seq is None and odd.data["seq"] == "not a number"
+    with pytest.raises(msgspec.DecodeError):
+        decode_event(b'{"no": "type"}')

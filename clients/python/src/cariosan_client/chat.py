@@ -19,12 +19,12 @@ import httpx
 
 from cariosan_client._http import Connection, Params, decode, segment
 from cariosan_client.errors import Unauthorized
+from cariosan_client.events import AnyEvent, EventPage, RawEventPage
 from cariosan_client.live import LiveEvents
 from cariosan_client.models import (
     Channel,
     ChannelPage,
     Download,
-    EventPage,
     Me,
     Message,
     MessageList,
@@ -458,11 +458,12 @@ class ChatClient:
         when `after_seq` is older than the kept log: refetch channels and history, then go on
         from the error's `latest_seq`."""
         params = {"after_seq": after_seq, "limit": limit}
-        return decode(await self._request("GET", "/v1/events", params=params), EventPage)
+        response = await self._request("GET", "/v1/events", params=params)
+        return decode(response, RawEventPage).decoded()
 
     async def iter_events(
         self, after_seq: int = 0, *, page_size: int | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[AnyEvent]:
         """Every persisted event after `after_seq` as of now, oldest first, a page at a time (it
         ends when caught up; `connect()` goes on live). Raises `EventsExpired` like `events`."""
         while True:
