@@ -87,7 +87,7 @@ async def test_the_sdk_installs_alone_and_talks_to_a_server(
     inspected = await asyncio.to_thread(_run, [str(python), "-c", INSPECT], cwd=tmp_path)
     assert inspected.returncode == 0, inspected.stderr
     report = json.loads(inspected.stdout)
-    assert "cariosan_client.chat" in report["modules"]
+    assert {"cariosan_client.sync", "cariosan_client.events"} <= set(report["modules"])
     assert report["server"] is None, "the server package came with the SDK"
     installed = set(report["installed"])
     assert "cariosan-client" in installed and "cariosan" not in installed
