@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 import cariosan_client._http as http_module
+import cariosan_client.live as live_module
 from cariosan_client import (
     CariosanError,
     Channel,
@@ -718,3 +719,36 @@ def test_an_unknown_or_unreadable_event_is_kept_whole_rather_than_failing() -> N
     assert isinstance(odd, UnknownEvent) and odd.seq is None and odd.data["seq"] == "not a number"
     with pytest.raises(msgspec.DecodeError):
         decode_event(b'{"no": "type"}')
+
+
+class Stop(Exception):
+    """Ends a reconnect loop from inside a pause."""
+
+
+async def test_live_events_back_off_doubling_to_a_cap_while_the_server_is_unreachable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        taken.append(seconds)
+        if len(taken) == 10:
+            raise Stop
+
+    async def token() -> str:
+        return "jwt"
+
+    monkeypatch.setattr(live_module, "sleep", pause)
+    # Port 1 on loopback: the connection is refused at once, every time.
+    events = live_module.LiveEvents("ws://127.0.0.1:1/v1/ws", token, None)
+    with pytest.raises(Stop):
+        await anext(events)
+    full = [min(live_module.FIRST_DELAY * 2**n, live_module.MAX_DELAY) for n in range(10)]
+    assert all(f / 2 <= t <= f for t, f in zip(taken, full, strict=True)), taken
+    assert full[-1] == live_module.MAX_DELAY
+
+    # A first failure would pause at most FIRST_DELAY, except after close 4008 (rate limited).
+    taken.clear()
+    fresh = live_module.LiveEvents("ws://127.0.0.1:1/v1/ws", token, None)
+    await fresh._lost(live_module.RATE_LIMITED)
+    assert taken == [live_module.RATE_LIMITED_DELAY]

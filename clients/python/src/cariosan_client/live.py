@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
@@ -31,6 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from cariosan_client.errors import Unauthorized
 from cariosan_client.events import AnyEvent, ResyncRequired, decode_event
+from cariosan_client.retry import backoff
 
 __all__ = ["LiveEvents"]
 
@@ -40,6 +40,11 @@ RATE_LIMITED = 4008
 
 FIRST_DELAY = 0.25
 MAX_DELAY = 30.0
+# Looked up at each pause, so that tests can make the pauses instant.
+sleep = asyncio.sleep
+
+# After close 4008 (too many messages) the server wants a real pause, not a quick retry.
+RATE_LIMITED_DELAY = 2.0
 
 
 class _Ready(msgspec.Struct):
@@ -65,7 +70,7 @@ class LiveEvents:
         self.last_seq = after_seq
         self.reconnects = 0
         self._socket: ClientConnection | None = None
-        self._delay = FIRST_DELAY
+        self._failures = 0
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -149,7 +154,7 @@ class LiveEvents:
             await self._lost(closed.rcvd.code if closed.rcvd is not None else None, token)
             return
         self._socket = socket
-        self._delay = FIRST_DELAY
+        self._failures = 0
 
     async def _lost(self, code: int | None, token: str | None = None) -> None:
         self._socket = None
@@ -161,10 +166,8 @@ class LiveEvents:
                 raise Unauthorized("the WebSocket was closed: the token is not valid (4001)")
             await self._refresh(token or await self._token())
             return
-        if code == RATE_LIMITED:
-            self._delay = max(self._delay, 2.0)
-        await self._backoff()
+        await self._backoff(RATE_LIMITED_DELAY if code == RATE_LIMITED else 0.0)
 
-    async def _backoff(self) -> None:
-        await asyncio.sleep(self._delay * (0.5 + random.random()))
-        self._delay = min(self._delay * 2, MAX_DELAY)
+    async def _backoff(self, at_least: float = 0.0) -> None:
+        await sleep(max(at_least, backoff(self._failures, FIRST_DELAY, MAX_DELAY)))
+        self._failures += 1
