@@ -39,6 +39,8 @@ def conversation(url: str, api_secret: str) -> list[str]:
         sent = [alice.send(channel.id, f"m{n}").id for n in range(5)]
         with ChatClient(server.base_url, token_provider=bob_token) as bob:
             assert [m.id for m in bob.iter_messages(channel.id, page_size=2)] == sent[::-1]
+            # Left after one item: the rest is never fetched, and the iterator closes cleanly.
+            assert next(bob.iter_messages(channel.id, page_size=2)).id == sent[-1]
             assert [c.id for c in bob.iter_channels(page_size=1)] == [channel.id]
             upload = bob.upload(channel.id, b"sync bytes", filename="s.txt")
             with_file = bob.send(channel.id, "file", attachment_ids=[upload.attachment_id])

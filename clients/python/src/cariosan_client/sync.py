@@ -67,8 +67,11 @@ class _Portal:
                     return
                 yield cast(T, item)  # not done: an item
         finally:
+            # Left early: let the async generator run its own cleanup (not from the loop's own
+            # thread, where a garbage-collected iterator may be finalized, which would deadlock).
             close = getattr(items, "aclose", None)
-            if close is not None and not self._loop.is_closed():
+            on_loop = threading.current_thread() is self._thread
+            if close is not None and not on_loop and not self._loop.is_closed():
                 self.call(close())
 
     def close(self) -> None:
