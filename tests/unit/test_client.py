@@ -752,3 +752,40 @@ async def test_live_events_back_off_doubling_to_a_cap_while_the_server_is_unreac
     fresh = live_module.LiveEvents("ws://127.0.0.1:1/v1/ws", token, None)
     await fresh._lost(live_module.RATE_LIMITED)
     assert taken == [live_module.RATE_LIMITED_DELAY]
+
+
+# -- upload --------------------------------------------------------------------------------------
+
+
+async def test_upload_puts_with_the_signed_headers_and_never_the_token() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/attachments":
+            return httpx.Response(
+                201,
+                json={
+                    "attachment_id": "a1",
+                    "upload_url": "https://store.test/bucket/a1/notes.txt?X-Amz-Signature=s",
+                    "upload_method": "PUT",
+                    "upload_headers": {"Content-Type": "text/plain", "Content-Length": "5"},
+                    "expires_at": NOW,
+                },
+            )
+        return httpx.Response(200)
+
+    server = FakeServer(handle)
+    async with chat_client(server) as chat:
+        upload = await chat.upload("general", b"hello", filename="notes.txt")
+    assert upload.attachment_id == "a1"
+    reserve, put = server.requests
+    assert json.loads(reserve.content) == {
+        "channel_id": "general",
+        "filename": "notes.txt",
+        "content_type": "text/plain",
+        "size": 5,
+    }
+    assert (put.method, put.url.host, put.content) == ("PUT", "store.test", b"hello")
+    assert put.url.params["X-Amz-Signature"] == "s"
+    assert put.headers["content-type"] == "text/plain" and put.headers["content-length"] == "5"
+    # The presigned URL is the credential: the user's token must not travel to the store.
+    assert "authorization" not in put.headers
+    assert reserve.headers["authorization"] == "Bearer jwt-1"
