@@ -22,9 +22,11 @@ $(DEV_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e '.[embedded]'
 	@touch $(DEV_STAMP)
 
-$(TEST_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
-	@echo "make: installing Cariosan and the test tools into $(VENV) (the first time takes a few minutes)"
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e '.[test]'
+# The tests drive the server through the Python SDK, its own distribution in clients/python.
+$(TEST_STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt | $(VENV)/bin/python
+	@echo "make: installing Cariosan, its Python SDK and the test tools into $(VENV) (the first time takes a few minutes)"
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -c constraints.txt \
+		-e ./clients/python -e '.[test]'
 	@touch $(TEST_STAMP) $(DEV_STAMP)
 
 # The demo chat app at / of `cariosan dev` is built from sdk/js (TypeScript) into the Python

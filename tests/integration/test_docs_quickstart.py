@@ -47,6 +47,29 @@ async def test_quick_start_script_runs_and_prints_what_the_doc_says(
     assert lines[2] == "0"
 
 
+async def test_blocking_sdk_example_runs_and_prints_what_the_doc_says(
+    server: RunningServer, workspace: NewWorkspace, tmp_path: Path
+) -> None:
+    script = next(block for block in _python_blocks() if "cariosan_client.sync" in block)
+    path = tmp_path / "blocking.py"
+    path.write_text(script)
+    env = {
+        **os.environ,
+        "CARIOS_API_URL": server.url,
+        "CARIOS_API_SECRET": workspace.api_secret,
+    }
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["Sent from a script"]
+
+
 def test_every_python_block_compiles() -> None:
     # Snippets may use `async with`/`await` at top level, as in an async REPL or notebook.
     for block in _python_blocks():

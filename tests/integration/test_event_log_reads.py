@@ -395,7 +395,7 @@ async def test_an_open_write_transaction_elsewhere_does_not_hold_events_back(
 async def test_the_python_sdk_turns_an_expired_position_into_a_resync(
     server: RunningServer, people: dict[str, str]
 ) -> None:
-    from cariosan.client import ChatClient, EventsExpired
+    from cariosan_client import ChatClient, EventsExpired, MessageNew, ResyncRequired
 
     channel = await channel_of(server, people["alice"], ["bob"])
     await send(server, people["alice"], channel, "old")
@@ -410,11 +410,12 @@ async def test_the_python_sdk_turns_an_expired_position_into_a_resync(
         assert page.events == [] and page.has_more is False and page.latest_seq == 2
         async with chat.connect(after_seq=1) as stream:
             iterator = aiter(stream)
-            assert await anext(iterator) == {"type": "resync.required", "latest_seq": 2}
+            assert await anext(iterator) == ResyncRequired(latest_seq=2)
             assert stream.last_seq == 2
             sent = await send(server, people["alice"], channel, "after the resync")
             event = await asyncio.wait_for(anext(iterator), 15)
-            assert event["message"]["id"] == sent["id"] and event["seq"] == 3
+            assert isinstance(event, MessageNew)
+            assert event.message.id == sent["id"] and event.seq == 3
 
 
 async def test_unread_counts_stop_at_a_hundred(

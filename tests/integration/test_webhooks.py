@@ -14,11 +14,11 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from cariosan.client import ServerClient
 from cariosan.config import Settings
 from cariosan.db import events
 from cariosan.db import webhooks as rows
 from cariosan.domain.workspaces import NewWorkspace
+from cariosan_client import ServerClient
 from tests.support.chat import bearer
 from tests.support.server import RunningServer
 from tests.support.webhook_receiver import Received, Receiver, Reply

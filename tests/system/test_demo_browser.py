@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from cariosan.client import ServerClient
 from cariosan.config import Limits, Settings
 from cariosan.db.bootstrap import prepare_database
 from cariosan.domain.workspaces import NewWorkspace, create_workspace
+from cariosan_client import ServerClient
 from tests.support.server import RunningServer, free_port, start_server
 
 CHROMIUM = Path("/usr/bin/chromium")

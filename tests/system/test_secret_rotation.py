@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cariosan.client import ChatClient, ServerClient, Unauthorized
+from cariosan_client import ChatClient, ServerClient, Unauthorized
 from tests.conftest import JWT_SECRET
 from tests.support.process import run_cli, serve
 

@@ -11,25 +11,32 @@ from email.utils import format_datetime
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
-import cariosan.client.chat as chat_module
-from cariosan.client import (
+import cariosan_client._http as http_module
+import cariosan_client.live as live_module
+from cariosan_client import (
     CariosanError,
     Channel,
     ChatClient,
     Conflict,
     Forbidden,
     Internal,
+    MessageNew,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    RetryPolicy,
     ServerClient,
     TransportError,
+    TypingStop,
     Unauthorized,
     Unavailable,
+    UnknownEvent,
     ValidationFailed,
+    decode_event,
     error_from_response,
 )
 
@@ -107,9 +114,16 @@ def chat_client(server: FakeServer, token: str | None = "jwt-1", **kwargs: Any) 
     return ChatClient(BASE, token, transport=server.transport, **kwargs)
 
 
-@pytest.fixture
-def no_send_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(chat_module, "SEND_RETRY_DELAY", 0)
+@pytest.fixture(autouse=True)
+def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The pauses the SDK takes before retrying, taken instantly."""
+    taken: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        taken.append(seconds)
+
+    monkeypatch.setattr(http_module, "sleep", pause)
+    return taken
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -185,10 +199,11 @@ def test_retry_after_is_parsed_from_seconds_or_date() -> None:
 
 async def test_rate_limited_carries_retry_after() -> None:
     server = FakeServer(lambda request: error("RATE_LIMITED", 429, **{"Retry-After": "3"}))
-    async with chat_client(server) as chat:
+    async with chat_client(server, retry=RetryPolicy.never()) as chat:
         with pytest.raises(RateLimited) as caught:
             await chat.me()
     assert caught.value.retry_after == 3.0
+    assert len(server.requests) == 1
 
 
 async def test_connection_failure_is_a_transport_error() -> None:
@@ -319,8 +334,7 @@ async def test_send_generates_a_uuid4_id() -> None:
     assert sent == {"id": sent["id"], "text": "hi", "mentions": ["bob"], "data": {"k": 1}}
 
 
-@pytest.mark.usefixtures("no_send_delay")
-async def test_send_retries_once_on_503_with_the_same_id() -> None:
+async def test_send_retries_on_503_with_the_same_id() -> None:
     answers = [error("UNAVAILABLE", 503)]
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -333,8 +347,7 @@ async def test_send_retries_once_on_503_with_the_same_id() -> None:
     assert first == second == message.id
 
 
-@pytest.mark.usefixtures("no_send_delay")
-async def test_send_retries_once_after_a_network_error_keeping_a_given_id() -> None:
+async def test_send_retries_after_a_network_error_keeping_a_given_id() -> None:
     calls = 0
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -351,13 +364,13 @@ async def test_send_retries_once_after_a_network_error_keeping_a_given_id() -> N
     assert [json.loads(r.content)["id"] for r in server.requests] == ["my-id", "my-id"]
 
 
-@pytest.mark.usefixtures("no_send_delay")
-async def test_send_gives_up_after_one_retry() -> None:
+async def test_send_gives_up_after_max_retries() -> None:
     server = FakeServer(lambda request: error("UNAVAILABLE", 503))
-    async with chat_client(server) as chat:
+    async with chat_client(server, retry=RetryPolicy(max_retries=2)) as chat:
         with pytest.raises(Unavailable):
             await chat.send("general", "hi")
-    assert len(server.requests) == 2
+    assert len(server.requests) == 3
+    assert len({json.loads(r.content)["id"] for r in server.requests}) == 1
 
 
 async def test_send_does_not_retry_other_errors() -> None:
@@ -366,6 +379,122 @@ async def test_send_does_not_retry_other_errors() -> None:
         with pytest.raises(Forbidden):
             await chat.send("general", "hi")
     assert len(server.requests) == 1
+
+
+# -- retry policy --------------------------------------------------------------------------------
+
+
+def rate_limited_then(answer: Handler, retry_after: str, times: int = 1) -> Handler:
+    left = times
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal left
+        if left:
+            left -= 1
+            return error("RATE_LIMITED", 429, **{"Retry-After": retry_after})
+        return answer(request)
+
+    return handle
+
+
+def channel_json(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(201, json={"id": "general", "type": "group"})
+
+
+async def test_a_429_is_sent_again_after_retry_after_even_when_not_idempotent(
+    pauses: list[float],
+) -> None:
+    server = FakeServer(rate_limited_then(channel_json, "2", times=2))
+    async with chat_client(server) as chat:
+        channel = await chat.create_channel("group", ["bob"])
+    assert channel.id == "general"
+    assert [r.method for r in server.requests] == ["POST", "POST", "POST"]
+    assert pauses == [2.0, 2.0]
+
+
+async def test_a_429_asking_for_longer_than_the_cap_is_raised_at_once(pauses: list[float]) -> None:
+    server = FakeServer(rate_limited_then(channel_json, "120"))
+    async with chat_client(server, retry=RetryPolicy(max_retry_after=60)) as chat:
+        with pytest.raises(RateLimited) as caught:
+            await chat.create_channel("group", ["bob"])
+    assert caught.value.retry_after == 120
+    assert len(server.requests) == 1 and pauses == []
+
+
+async def test_retries_stop_at_max_retries(pauses: list[float]) -> None:
+    server = FakeServer(rate_limited_then(channel_json, "1", times=10))
+    async with ServerClient(BASE, "secret", transport=server.transport) as backend:
+        backend_chat = backend.as_user("alice")
+        with pytest.raises(RateLimited):
+            await backend_chat.create_channel("group", [])
+    assert len(server.requests) == 4 and pauses == [1.0, 1.0, 1.0]
+
+
+def refuse_first(answer: Handler) -> Handler:
+    """Each distinct request fails to connect the first time, then is answered."""
+    seen: set[tuple[str, str]] = set()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        key = (request.method, str(request.url))
+        if key not in seen:
+            seen.add(key)
+            raise httpx.ConnectError("connection refused", request=request)
+        return answer(request)
+
+    return handle
+
+
+def message_for(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json=message_json(id="m1"))
+
+
+@pytest.mark.parametrize(
+    ("call", "method", "retried"),
+    [
+        (lambda chat: chat.get_channel("general"), "GET", True),
+        (lambda chat: chat.add_reaction("m1", "heart"), "PUT", True),
+        (lambda chat: chat.delete_message("m1"), "DELETE", True),
+        (lambda chat: chat.edit_message("m1", "new"), "PATCH", False),
+        (lambda chat: chat.mark_read("general"), "POST", False),
+    ],
+)
+async def test_connection_errors_are_retried_for_idempotent_requests_only(
+    call: Callable[[ChatClient], Any], method: str, retried: bool, pauses: list[float]
+) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"id": "general", "type": "group"})
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        if request.method == "POST":
+            return httpx.Response(200, json={"unread_count": 0})
+        return message_for(request)
+
+    server = FakeServer(refuse_first(answer))
+    async with chat_client(server, retry=RetryPolicy(first_backoff=0.2, max_backoff=1)) as chat:
+        if retried:
+            await call(chat)
+        else:
+            with pytest.raises(TransportError):
+                await call(chat)
+    assert [r.method for r in server.requests] == [method] * (2 if retried else 1)
+    assert len(pauses) == (1 if retried else 0)
+    assert all(0.1 <= p <= 0.2 for p in pauses)
+
+
+def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
+    policy = RetryPolicy(max_retries=6, first_backoff=1, max_backoff=4)
+    lost = TransportError("cannot reach")
+    for attempt, full in enumerate([1, 2, 4, 4, 4, 4]):
+        for _ in range(20):
+            delay = policy.delay(attempt, lost, idempotent=True)
+            assert delay is not None and full / 2 <= delay <= full
+    assert policy.delay(6, lost, idempotent=True) is None
+    assert policy.delay(0, lost, idempotent=False) is None
+    assert policy.delay(0, Forbidden("no"), idempotent=True) is None
+    assert RetryPolicy.never().delay(0, lost, idempotent=True) is None
+    with pytest.raises(ValueError, match="negative"):
+        RetryPolicy(max_retries=-1)
 
 
 # -- paths ---------------------------------------------------------------------------------------
@@ -548,7 +677,7 @@ async def test_chat_endpoints_send_what_api_md_says() -> None:
         edited = await chat.edit_message("m1", "edited")
     assert page.has_more and len(page.messages) == 1
     assert unread == 4 and len(found) == 2
-    assert events.latest_seq == 9 and events.events[0]["type"] == "message.new"
+    assert events.latest_seq == 9 and events.events[0].type == "message.new"
     assert upload.upload_headers == {"x-amz": "1"}
     assert edited.edited_at is not None
     assert [f"{r.method} {r.url.path}?{r.url.query.decode()}" for r in server.requests] == [
@@ -566,3 +695,97 @@ async def test_chat_endpoints_send_what_api_md_says() -> None:
     assert server.body(3) == {}
     assert server.body(4) == {"state": "start"}
     assert server.body(8) == {"text": "edited"}
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+def test_events_decode_to_the_class_of_their_type() -> None:
+    frame = {"type": "message.new", "seq": 7, "channel_id": "general", "created_at": NOW}
+    event = decode_event(json.dumps({**frame, "message": message_json(text="hi")}))
+    assert isinstance(event, MessageNew)
+    assert (event.seq, event.channel_id, event.message.text) == (7, "general", "hi")
+    typing = decode_event(b'{"type": "typing.stop", "channel_id": "general", "user_id": "bob"}')
+    assert typing == TypingStop(channel_id="general", user_id="bob")
+
+
+def test_an_unknown_or_unreadable_event_is_kept_whole_rather_than_failing() -> None:
+    future = {"type": "user.banned", "seq": 9, "user_id": "bob", "created_at": NOW}
+    event = decode_event(json.dumps(future))
+    assert isinstance(event, UnknownEvent)
+    assert (event.type, event.seq, event.data) == ("user.banned", 9, future)
+    # A known type in a shape this SDK cannot read (here: no message) is not an error either.
+    odd = decode_event(b'{"type": "message.new", "seq": "not a number"}')
+    assert isinstance(odd, UnknownEvent) and odd.seq is None and odd.data["seq"] == "not a number"
+    with pytest.raises(msgspec.DecodeError):
+        decode_event(b'{"no": "type"}')
+
+
+class Stop(Exception):
+    """Ends a reconnect loop from inside a pause."""
+
+
+async def test_live_events_back_off_doubling_to_a_cap_while_the_server_is_unreachable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        taken.append(seconds)
+        if len(taken) == 10:
+            raise Stop
+
+    async def token() -> str:
+        return "jwt"
+
+    monkeypatch.setattr(live_module, "sleep", pause)
+    # Port 1 on loopback: the connection is refused at once, every time.
+    events = live_module.LiveEvents("ws://127.0.0.1:1/v1/ws", token, None)
+    with pytest.raises(Stop):
+        await anext(events)
+    full = [min(live_module.FIRST_DELAY * 2**n, live_module.MAX_DELAY) for n in range(10)]
+    assert all(f / 2 <= t <= f for t, f in zip(taken, full, strict=True)), taken
+    assert full[-1] == live_module.MAX_DELAY
+
+    # A first failure would pause at most FIRST_DELAY, except after close 4008 (rate limited).
+    taken.clear()
+    fresh = live_module.LiveEvents("ws://127.0.0.1:1/v1/ws", token, None)
+    await fresh._lost(live_module.RATE_LIMITED)
+    assert taken == [live_module.RATE_LIMITED_DELAY]
+
+
+# -- upload --------------------------------------------------------------------------------------
+
+
+async def test_upload_puts_with_the_signed_headers_and_never_the_token() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/attachments":
+            return httpx.Response(
+                201,
+                json={
+                    "attachment_id": "a1",
+                    "upload_url": "https://store.test/bucket/a1/notes.txt?X-Amz-Signature=s",
+                    "upload_method": "PUT",
+                    "upload_headers": {"Content-Type": "text/plain", "Content-Length": "5"},
+                    "expires_at": NOW,
+                },
+            )
+        return httpx.Response(200)
+
+    server = FakeServer(handle)
+    async with chat_client(server) as chat:
+        upload = await chat.upload("general", b"hello", filename="notes.txt")
+    assert upload.attachment_id == "a1"
+    reserve, put = server.requests
+    assert json.loads(reserve.content) == {
+        "channel_id": "general",
+        "filename": "notes.txt",
+        "content_type": "text/plain",
+        "size": 5,
+    }
+    assert (put.method, put.url.host, put.content) == ("PUT", "store.test", b"hello")
+    assert put.url.params["X-Amz-Signature"] == "s"
+    assert put.headers["content-type"] == "text/plain" and put.headers["content-length"] == "5"
+    # The presigned URL is the credential: the user's token must not travel to the store.
+    assert "authorization" not in put.headers
+    assert reserve.headers["authorization"] == "Bearer jwt-1"

@@ -1,15 +1,15 @@
 """`ChatClient.connect()`: the WebSocket's events as an async iterator that never loses one.
 
 async with chat.connect() as events:
-    async for event in events:
-        print(event["type"], event.get("seq"))
+    async for event in events:  # typed: MessageNew, TypingStart... (cariosan_client.events)
+        print(event.type, event.seq)
 
 It reconnects by itself with backoff, resumes from the last `seq` it handed out (so a dropped
 connection, a restarted node or a "too slow" close costs nothing), skips an event it has already
 given, and on close code 4001 asks the client's `token_provider` for a new token.
 
 When the client was away longer than the server keeps events, the stream yields
-`{"type": "resync.required", "latest_seq": N}` and goes on from N: the application refetches its
+`ResyncRequired(latest_seq=N)` and goes on from N: the application refetches its
 channels (`list_channels`) and the history it shows (`list_messages`), since events before N
 are not coming.
 """
@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import random
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
 
+import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from cariosan.client.errors import Unauthorized
+from cariosan_client.errors import Unauthorized
+from cariosan_client.events import AnyEvent, ResyncRequired, decode_event
+from cariosan_client.retry import backoff
 
 __all__ = ["LiveEvents"]
 
@@ -39,6 +40,17 @@ RATE_LIMITED = 4008
 
 FIRST_DELAY = 0.25
 MAX_DELAY = 30.0
+# Looked up at each pause, so that tests can make the pauses instant.
+sleep = asyncio.sleep
+
+# After close 4008 (too many messages) the server wants a real pause, not a quick retry.
+RATE_LIMITED_DELAY = 2.0
+
+
+class _Ready(msgspec.Struct):
+    """The server's first frame, `connection.ready`."""
+
+    latest_seq: int = 0
 
 
 class LiveEvents:
@@ -58,7 +70,7 @@ class LiveEvents:
         self.last_seq = after_seq
         self.reconnects = 0
         self._socket: ClientConnection | None = None
-        self._delay = FIRST_DELAY
+        self._failures = 0
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -75,35 +87,38 @@ class LiveEvents:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> dict[str, Any]:
+    async def __anext__(self) -> AnyEvent:
         while not self._closed:
             if self._socket is None:
                 await self._connect()
                 continue
             try:
-                frame = json.loads(await self._socket.recv())
+                raw = await self._socket.recv()
             except ConnectionClosed as closed:
                 await self._lost(closed.rcvd.code if closed.rcvd is not None else None)
                 continue
-            if not isinstance(frame, dict) or frame.get("type") == "pong":
+            try:
+                event = decode_event(raw)
+            except msgspec.DecodeError:
+                continue  # not an event: nothing to hand out
+            if event.type == "pong":
                 continue
-            if frame.get("type") == "resync.required" and isinstance(frame.get("latest_seq"), int):
+            if isinstance(event, ResyncRequired):
                 # The events before it are gone: continue (and resume later) from there.
-                self.last_seq = frame["latest_seq"]
-                return frame
-            seq = frame.get("seq")
-            if isinstance(seq, int):
-                if self.last_seq is not None and seq <= self.last_seq:
+                self.last_seq = event.latest_seq
+                return event
+            if event.seq is not None:
+                if self.last_seq is not None and event.seq <= self.last_seq:
                     continue  # already handed out before a reconnect
-                self.last_seq = seq
-            return frame
+                self.last_seq = event.seq
+            return event
         raise StopAsyncIteration
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Send a client frame (`typing.start`/`typing.stop`); dropped while reconnecting."""
         if self._socket is not None:
             with contextlib.suppress(ConnectionClosed):
-                await self._socket.send(json.dumps(frame))
+                await self._socket.send(msgspec.json.encode(frame).decode())
 
     async def aclose(self) -> None:
         self._closed = True
@@ -123,22 +138,23 @@ class LiveEvents:
             await self._backoff()
             return
         try:
-            ready = json.loads(await asyncio.wait_for(socket.recv(), 10))
-        except (ConnectionClosed, TimeoutError) as exc:
+            ready = msgspec.json.decode(await asyncio.wait_for(socket.recv(), 10), type=_Ready)
+        except (ConnectionClosed, TimeoutError, msgspec.DecodeError) as exc:
             code = exc.rcvd.code if isinstance(exc, ConnectionClosed) and exc.rcvd else None
             await socket.close()
             await self._lost(code, token)
             return
         if self.last_seq is None:
-            self.last_seq = int(ready.get("latest_seq", 0))
+            self.last_seq = ready.latest_seq
         # Resume at once: replays what was missed and starts live delivery without delay.
         try:
-            await socket.send(json.dumps({"type": "resume", "after_seq": self.last_seq}))
+            resume = {"type": "resume", "after_seq": self.last_seq}
+            await socket.send(msgspec.json.encode(resume).decode())
         except ConnectionClosed as closed:
             await self._lost(closed.rcvd.code if closed.rcvd is not None else None, token)
             return
         self._socket = socket
-        self._delay = FIRST_DELAY
+        self._failures = 0
 
     async def _lost(self, code: int | None, token: str | None = None) -> None:
         self._socket = None
@@ -150,10 +166,8 @@ class LiveEvents:
                 raise Unauthorized("the WebSocket was closed: the token is not valid (4001)")
             await self._refresh(token or await self._token())
             return
-        if code == RATE_LIMITED:
-            self._delay = max(self._delay, 2.0)
-        await self._backoff()
+        await self._backoff(RATE_LIMITED_DELAY if code == RATE_LIMITED else 0.0)
 
-    async def _backoff(self) -> None:
-        await asyncio.sleep(self._delay * (0.5 + random.random()))
-        self._delay = min(self._delay * 2, MAX_DELAY)
+    async def _backoff(self, at_least: float = 0.0) -> None:
+        await sleep(max(at_least, backoff(self._failures, FIRST_DELAY, MAX_DELAY)))
+        self._failures += 1

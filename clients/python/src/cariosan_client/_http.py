@@ -3,6 +3,7 @@ out, and typed errors for every failure."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from importlib import metadata
 from typing import Any, TypeVar
@@ -11,18 +12,22 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from cariosan.client.errors import Internal, TransportError, error_from_response
+from cariosan_client.errors import CariosanError, Internal, TransportError, error_from_response
+from cariosan_client.retry import IDEMPOTENT_METHODS, RetryPolicy
 
 T = TypeVar("T")
 
 Params = Mapping[str, str | int | bool | None]
 
 try:
-    _VERSION = metadata.version("cariosan")
+    _VERSION = metadata.version("cariosan-client")
 except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     _VERSION = "0"
 
 USER_AGENT = f"cariosan-python/{_VERSION}"
+
+# Looked up at each retry, so that tests can make the pauses instant.
+sleep = asyncio.sleep
 
 
 def segment(value: str) -> str:
@@ -48,7 +53,8 @@ def _query(params: Params | None) -> dict[str, str | int] | None:
 
 
 class Connection:
-    """An `httpx.AsyncClient` bound to a Cariosan base URL; raises `CariosanError`s."""
+    """An `httpx.AsyncClient` bound to a Cariosan base URL; retries by its `RetryPolicy` and
+    raises `CariosanError`s."""
 
     def __init__(
         self,
@@ -56,9 +62,11 @@ class Connection:
         *,
         timeout: float | httpx.Timeout,
         transport: httpx.AsyncBaseTransport | None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if not base_url:
             raise ValueError("base_url is required, e.g. 'https://chat.example.com'")
+        self.retry = retry if retry is not None else RetryPolicy()
         self._client = httpx.AsyncClient(
             base_url=base_url,
             timeout=timeout,
@@ -79,16 +87,43 @@ class Connection:
         method: str,
         path: str,
         *,
-        credential: str,
+        credential: str | None,
         params: Params | None = None,
         json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
-        """Send one request; return a 2xx response or raise the typed error."""
-        headers = {"Authorization": f"Bearer {credential}"}
-        content = None
+        """Send a request, again as the retry policy allows; return a 2xx response or raise the
+        typed error. `path` may be a full URL (a presigned one: then `credential` is None, as
+        the URL carries its own). `idempotent` defaults to what the HTTP method says."""
+        headers = dict(headers or {})
+        if credential is not None:
+            headers["Authorization"] = f"Bearer {credential}"
         if json is not None:
             content = msgspec.json.encode(json)
             headers["Content-Type"] = "application/json"
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS
+        attempt = 0
+        while True:
+            try:
+                return await self._send(method, path, params, content, headers)
+            except CariosanError as error:
+                delay = self.retry.delay(attempt, error, idempotent=idempotent)
+                if delay is None:
+                    raise
+            await sleep(delay)
+            attempt += 1
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Params | None,
+        content: bytes | None,
+        headers: dict[str, str],
+    ) -> httpx.Response:
         try:
             response = await self._client.request(
                 method, path, params=_query(params), content=content, headers=headers

@@ -8,21 +8,23 @@ async with ChatClient("https://chat.example.com", token=jwt) as chat:
 from __future__ import annotations
 
 import asyncio
+import mimetypes
+import os
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import httpx
 
-from cariosan.client._http import Connection, Params, decode, segment
-from cariosan.client.errors import TransportError, Unauthorized, Unavailable
-from cariosan.client.live import LiveEvents
-from cariosan.client.models import (
+from cariosan_client._http import Connection, Params, decode, segment
+from cariosan_client.errors import Unauthorized
+from cariosan_client.events import AnyEvent, EventPage, RawEventPage
+from cariosan_client.live import LiveEvents
+from cariosan_client.models import (
     Channel,
     ChannelPage,
     Download,
-    EventPage,
     Me,
     Message,
     MessageList,
@@ -30,13 +32,37 @@ from cariosan.client.models import (
     UnreadCount,
     Upload,
 )
+from cariosan_client.retry import RetryPolicy
 
 __all__ = ["ChatClient", "TokenProvider"]
 
 TokenProvider = Callable[[], Awaitable[str]]
 
-# Pause before `send` retries after a network error or 503 (module-level so tests can shorten it).
-SEND_RETRY_DELAY = 0.5
+# Fetches a page of messages before or after a message id (one of them None).
+PageFetch = Callable[[str | None, str | None], Awaitable[MessagePage]]
+
+
+async def _walk(fetch: PageFetch, before: str | None, after: str | None) -> AsyncIterator[Message]:
+    """Every message from a cursor on: forward, oldest first, from `after`; else backward, newest
+    first, from `before` (or from the newest)."""
+    if before is not None and after is not None:
+        raise ValueError("give before= or after=, not both")
+    while True:
+        page = await fetch(before, after)
+        yield_order = page.messages if after is not None else reversed(page.messages)
+        for message in yield_order:
+            yield message
+        if not page.has_more or not page.messages:
+            return
+        if after is not None:
+            after = page.messages[-1].id
+        else:
+            before = page.messages[0].id
+
+
+def _read(path: os.PathLike[str]) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
 
 
 def _body(**fields: Any) -> dict[str, Any]:
@@ -50,6 +76,7 @@ class ChatClient:
     Give a `token`, a `token_provider` (an async function returning a fresh JWT), or both. Without
     a token the provider is called before the first request; on `401 UNAUTHORIZED` it is called
     once more and the request retried once. Without a provider a 401 raises `Unauthorized`.
+    Rate-limited and failed requests are retried as `retry` says (default: `RetryPolicy()`).
     """
 
     def __init__(
@@ -60,11 +87,12 @@ class ChatClient:
         token_provider: TokenProvider | None = None,
         timeout: float | httpx.Timeout = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if token is None and token_provider is None:
             raise ValueError("ChatClient needs a token or a token_provider")
         self._setup(
-            Connection(base_url, timeout=timeout, transport=transport),
+            Connection(base_url, timeout=timeout, transport=transport, retry=retry),
             owns_connection=True,
             token=token,
             token_provider=token_provider,
@@ -141,21 +169,27 @@ class ChatClient:
             return self._token
 
     async def _request(
-        self, method: str, path: str, *, params: Params | None = None, json: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         if self._acting_as_user is not None:
             params = {**(params or {}), "user_id": self._acting_as_user}
         token = await self._current_token()
         try:
             return await self._connection.request(
-                method, path, credential=token, params=params, json=json
+                method, path, credential=token, params=params, json=json, idempotent=idempotent
             )
         except Unauthorized:
             if self._token_provider is None:
                 raise
         token = await self._fresh_token(token)
         return await self._connection.request(
-            method, path, credential=token, params=params, json=json
+            method, path, credential=token, params=params, json=json, idempotent=idempotent
         )
 
     # -- me --------------------------------------------------------------------------------------
@@ -185,6 +219,20 @@ class ChatClient:
         """The caller's channels, newest activity first (`public=True` adds public channels)."""
         params = {"limit": limit, "cursor": cursor, "public": public}
         return decode(await self._request("GET", "/v1/channels", params=params), ChannelPage)
+
+    async def iter_channels(
+        self, *, page_size: int | None = None, public: bool | None = None
+    ) -> AsyncIterator[Channel]:
+        """Every channel of the caller, newest activity first, fetched a page at a time:
+        `async for channel in chat.iter_channels(): ...`"""
+        cursor: str | None = None
+        while True:
+            page = await self.list_channels(limit=page_size, cursor=cursor, public=public)
+            for channel in page.channels:
+                yield channel
+            if not page.next_cursor or not page.channels:
+                return
+            cursor = page.next_cursor
 
     async def get_channel(self, id: str) -> Channel:
         """One channel, with its `members`."""
@@ -226,6 +274,23 @@ class ChatClient:
         path = f"/v1/channels/{segment(channel_id)}/messages"
         return decode(await self._request("GET", path, params=params), MessagePage)
 
+    def iter_messages(
+        self,
+        channel_id: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Message]:
+        """Every top-level message of a channel, a page at a time: with `after`, those after that
+        message, oldest first, up to the newest; otherwise walking back in time from `before`
+        (or from the newest message), newest first."""
+
+        def fetch(before: str | None, after: str | None) -> Awaitable[MessagePage]:
+            return self.list_messages(channel_id, limit=page_size, before=before, after=after)
+
+        return _walk(fetch, before, after)
+
     async def send(
         self,
         channel_id: str,
@@ -240,8 +305,8 @@ class ChatClient:
         """Post a message (a reply when `parent_id` is set).
 
         The message id makes sending idempotent: without `id`, `send` makes a uuid4 itself. After
-        a network error or `503 UNAVAILABLE` it retries once with the same id, so the server
-        returns the original message instead of storing a duplicate.
+        a network error or `503 UNAVAILABLE` it is sent again with the same id (as the client's
+        `RetryPolicy` allows), so the server returns the original instead of storing a duplicate.
         """
         body = _body(
             id=id or str(uuid.uuid4()),
@@ -252,11 +317,7 @@ class ChatClient:
             data=data,
         )
         path = f"/v1/channels/{segment(channel_id)}/messages"
-        try:
-            response = await self._request("POST", path, json=body)
-        except (TransportError, Unavailable):
-            await asyncio.sleep(SEND_RETRY_DELAY)
-            response = await self._request("POST", path, json=body)
+        response = await self._request("POST", path, json=body, idempotent=True)
         return decode(response, Message)
 
     async def edit_message(self, id: str, text: str) -> Message:
@@ -269,12 +330,33 @@ class ChatClient:
         await self._request("DELETE", f"/v1/messages/{segment(id)}")
 
     async def replies(
-        self, message_id: str, limit: int | None = None, before: str | None = None
+        self,
+        message_id: str,
+        limit: int | None = None,
+        before: str | None = None,
+        after: str | None = None,
     ) -> MessagePage:
-        """A page of a message's thread replies, oldest first."""
+        """A page of a message's thread replies, oldest first: the latest `limit`, or those just
+        before or after a reply id (`has_more`: more lie in that direction)."""
         path = f"/v1/messages/{segment(message_id)}/replies"
-        params = {"limit": limit, "before": before}
+        params = {"limit": limit, "before": before, "after": after}
         return decode(await self._request("GET", path, params=params), MessagePage)
+
+    def iter_replies(
+        self,
+        message_id: str,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Message]:
+        """Every reply of a thread, a page at a time, in the order of `iter_messages`: forward
+        from `after`, else backward from `before` (or from the newest reply)."""
+
+        def fetch(before: str | None, after: str | None) -> Awaitable[MessagePage]:
+            return self.replies(message_id, limit=page_size, before=before, after=after)
+
+        return _walk(fetch, before, after)
 
     async def add_reaction(self, message_id: str, type: str) -> Message:
         path = f"/v1/messages/{segment(message_id)}/reactions/{segment(type)}"
@@ -310,6 +392,41 @@ class ChatClient:
         }
         return decode(await self._request("POST", "/v1/attachments", json=body), Upload)
 
+    async def upload(
+        self,
+        channel_id: str,
+        content: bytes | os.PathLike[str],
+        *,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> Upload:
+        """Upload a file in one call: reserve the attachment, then PUT the bytes to the presigned
+        URL. Pass the result's `attachment_id` to `send(attachment_ids=[...])`.
+
+        `content` is the bytes or a file's path; `filename` defaults to the path's name, and
+        `content_type` to what the filename suggests (else `application/octet-stream`).
+        """
+        if isinstance(content, bytes):
+            data = content
+            if filename is None:
+                raise ValueError("upload() of bytes needs a filename")
+        else:
+            data = await asyncio.to_thread(_read, content)
+            filename = filename or os.path.basename(os.fspath(content))
+        if content_type is None:
+            content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        upload = await self.create_upload(channel_id, filename, content_type, len(data))
+        if upload.upload_method.upper() != "PUT":
+            raise ValueError(f"the server asks for an upload by {upload.upload_method}, not PUT")
+        await self._connection.request(
+            "PUT",
+            upload.upload_url,
+            credential=None,
+            content=data,
+            headers={"Content-Type": content_type, **upload.upload_headers},
+        )
+        return upload
+
     async def get_attachment(self, id: str) -> Download:
         """A presigned download URL (valid 15 minutes) for an attachment."""
         return decode(await self._request("GET", f"/v1/attachments/{segment(id)}"), Download)
@@ -341,4 +458,18 @@ class ChatClient:
         when `after_seq` is older than the kept log: refetch channels and history, then go on
         from the error's `latest_seq`."""
         params = {"after_seq": after_seq, "limit": limit}
-        return decode(await self._request("GET", "/v1/events", params=params), EventPage)
+        response = await self._request("GET", "/v1/events", params=params)
+        return decode(response, RawEventPage).decoded()
+
+    async def iter_events(
+        self, after_seq: int = 0, *, page_size: int | None = None
+    ) -> AsyncIterator[AnyEvent]:
+        """Every persisted event after `after_seq` as of now, oldest first, a page at a time (it
+        ends when caught up; `connect()` goes on live). Raises `EventsExpired` like `events`."""
+        while True:
+            page = await self.events(after_seq=after_seq, limit=page_size)
+            for event in page.events:
+                yield event
+            if not page.has_more or page.latest_seq <= after_seq:
+                return
+            after_seq = page.latest_seq

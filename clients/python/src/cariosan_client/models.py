@@ -19,7 +19,6 @@ __all__ = [
     "Delivery",
     "DeliveryPage",
     "Download",
-    "EventPage",
     "Me",
     "Member",
     "Message",
@@ -110,15 +109,6 @@ class MessagePage(msgspec.Struct, kw_only=True, frozen=True):
     """Messages oldest first; `has_more` says whether older (or newer, with `after`) ones exist."""
 
     messages: list[Message] = msgspec.field(default_factory=list)
-    has_more: bool = False
-
-
-class EventPage(msgspec.Struct, kw_only=True, frozen=True):
-    """Persisted events after a `seq`, for catch-up; each event is a dict with `type` and `seq`."""
-
-    events: list[dict[str, Any]] = msgspec.field(default_factory=list)
-    latest_seq: int = 0
-    # More follow: ask again with `after_seq=latest_seq`.
     has_more: bool = False
 
 

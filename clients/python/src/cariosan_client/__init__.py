@@ -7,8 +7,8 @@ async with ChatClient("https://chat.example.com", token=token.token) as chat:
     await chat.send("general", "hello")
 """
 
-from cariosan.client.chat import ChatClient, TokenProvider
-from cariosan.client.errors import (
+from cariosan_client.chat import ChatClient, TokenProvider
+from cariosan_client.errors import (
     CariosanError,
     Conflict,
     EventsExpired,
@@ -24,14 +24,38 @@ from cariosan.client.errors import (
     ValidationFailed,
     error_from_response,
 )
-from cariosan.client.models import (
+from cariosan_client.events import (
+    AnyEvent,
+    ChannelCreated,
+    ChannelDeleted,
+    ChannelUpdated,
+    Event,
+    EventPage,
+    MemberAdded,
+    MemberRemoved,
+    MessageDeleted,
+    MessageNew,
+    MessageUpdated,
+    PersistedEvent,
+    PresenceChanged,
+    Reaction,
+    ReactionDeleted,
+    ReactionNew,
+    ReadUpdated,
+    ResyncRequired,
+    TypingStart,
+    TypingStop,
+    UnknownEvent,
+    decode_event,
+)
+from cariosan_client.live import LiveEvents
+from cariosan_client.models import (
     Attachment,
     Channel,
     ChannelPage,
     Delivery,
     DeliveryPage,
     Download,
-    EventPage,
     Me,
     Member,
     Message,
@@ -41,39 +65,63 @@ from cariosan.client.models import (
     User,
     Webhook,
 )
-from cariosan.client.server import ServerClient
+from cariosan_client.retry import RetryPolicy
+from cariosan_client.server import ServerClient
 
 __all__ = [
+    "AnyEvent",
     "Attachment",
     "CariosanError",
     "Channel",
+    "ChannelCreated",
+    "ChannelDeleted",
     "ChannelPage",
+    "ChannelUpdated",
     "ChatClient",
     "Conflict",
     "Delivery",
     "DeliveryPage",
     "Download",
+    "Event",
     "EventPage",
     "EventsExpired",
     "Forbidden",
     "Internal",
+    "LiveEvents",
     "Me",
     "Member",
+    "MemberAdded",
+    "MemberRemoved",
     "Message",
+    "MessageDeleted",
+    "MessageNew",
     "MessagePage",
+    "MessageUpdated",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "PersistedEvent",
+    "PresenceChanged",
     "RateLimited",
+    "Reaction",
+    "ReactionDeleted",
+    "ReactionNew",
+    "ReadUpdated",
+    "ResyncRequired",
+    "RetryPolicy",
     "ServerClient",
     "Token",
     "TokenProvider",
     "TransportError",
+    "TypingStart",
+    "TypingStop",
     "Unauthorized",
     "Unavailable",
+    "UnknownEvent",
     "Upload",
     "User",
     "ValidationFailed",
     "Webhook",
+    "decode_event",
     "error_from_response",
 ]

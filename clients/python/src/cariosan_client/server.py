@@ -9,15 +9,16 @@ async with ServerClient() as server:  # CARIOS_API_URL, CARIOS_API_SECRET
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import httpx
 
-from cariosan.client._http import Connection, Params, decode, segment
-from cariosan.client.chat import ChatClient
-from cariosan.client.models import DeliveryPage, Token, User, Webhook, WebhookList
+from cariosan_client._http import Connection, Params, decode, segment
+from cariosan_client.chat import ChatClient
+from cariosan_client.models import Delivery, DeliveryPage, Token, User, Webhook, WebhookList
+from cariosan_client.retry import RetryPolicy
 
 __all__ = ["ServerClient"]
 
@@ -26,7 +27,8 @@ SECRET_ENV = "CARIOS_API_SECRET"
 
 
 class ServerClient:
-    """The server-side API with the workspace API secret; `as_user` reaches the client API."""
+    """The server-side API with the workspace API secret; `as_user` reaches the client API.
+    Rate-limited and failed requests are retried as `retry` says (default: `RetryPolicy()`)."""
 
     def __init__(
         self,
@@ -35,6 +37,7 @@ class ServerClient:
         *,
         timeout: float | httpx.Timeout = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         base_url = base_url or os.environ.get(URL_ENV)
         api_secret = api_secret or os.environ.get(SECRET_ENV)
@@ -45,7 +48,7 @@ class ServerClient:
                 f"ServerClient needs api_secret= or the {SECRET_ENV} environment variable"
             )
         self._api_secret = api_secret
-        self._connection = Connection(base_url, timeout=timeout, transport=transport)
+        self._connection = Connection(base_url, timeout=timeout, transport=transport, retry=retry)
 
     @property
     def base_url(self) -> str:
@@ -150,6 +153,23 @@ class ServerClient:
         path = f"/v1/webhooks/{segment(webhook_id)}/deliveries"
         params = {"status": status, "limit": limit, "cursor": cursor}
         return decode(await self._request("GET", path, params=params), DeliveryPage)
+
+    async def iter_deliveries(
+        self,
+        webhook_id: str,
+        status: Literal["pending", "succeeded", "failed"] | None = None,
+        *,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Delivery]:
+        """Every delivery of an endpoint (of one `status`, if given), a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_deliveries(webhook_id, status, limit=page_size, cursor=cursor)
+            for delivery in page.deliveries:
+                yield delivery
+            if not page.next_cursor or not page.deliveries:
+                return
+            cursor = page.next_cursor
 
     async def replay_delivery(self, webhook_id: str, delivery_id: str) -> None:
         """Queue a delivery to be sent again."""
