@@ -266,7 +266,7 @@ async def test_a_newer_secret_retires_older_ones_but_a_stale_configuration_retir
 async def test_the_python_sdk_revokes_tokens(
     server: RunningServer, workspace: NewWorkspace
 ) -> None:
-    from cariosan.client import ChatClient, ServerClient, Unauthorized
+    from cariosan_client import ChatClient, ServerClient, Unauthorized
 
     async with ServerClient(server.url, workspace.api_secret) as backend:
         await backend.upsert_user("erin")

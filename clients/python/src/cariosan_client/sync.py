@@ -309,6 +309,7 @@ class ServerClient(_Facade):
     upsert_user = _blocking(aio_server.ServerClient.upsert_user)
     get_user = _blocking(aio_server.ServerClient.get_user)
     delete_user = _blocking(aio_server.ServerClient.delete_user)
+    revoke_tokens = _blocking(aio_server.ServerClient.revoke_tokens)
     create_token = _blocking(aio_server.ServerClient.create_token)
     create_webhook = _blocking(aio_server.ServerClient.create_webhook)
     list_webhooks = _blocking(aio_server.ServerClient.list_webhooks)
