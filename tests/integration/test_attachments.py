@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from cariosan.config import Settings
+from cariosan.db import attachments as attachment_rows
 from cariosan.domain import attachments
 from cariosan.domain.views import AttachmentRef
 from cariosan.domain.workspaces import NewWorkspace, create_workspace
@@ -569,6 +570,39 @@ async def test_concurrent_retries_keep_one_copy(chat: Chat) -> None:
     # The copies of the sends that lost are gone, and so is the upload.
     assert keys_of(chat, signed["attachment_id"]) == [record["object_key"]]
     assert await downloaded(chat.bob, signed["attachment_id"]) == body
+
+
+async def test_a_retry_that_looked_before_the_first_send_committed_gets_that_message(
+    chat: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry read the attachment as not yet sent; by the time it asks the store, the
+    first send has committed and removed the upload. The claim answers, not the store."""
+    signed = await upload(chat.alice, os.urandom(1000))
+    ids = [uuid.UUID(signed["attachment_id"])]
+    async with chat.server.services.db.connection() as conn:
+        before = await attachment_rows.unlocked(conn, chat.workspace.id, ids)
+    message_id = str(uuid.uuid4())
+    first = await send(chat, [signed["attachment_id"]], message_id=message_id)
+    assert first.status_code == 201, first.text
+    assert keys_of(chat, signed["attachment_id"]) == [
+        (await record_of(chat, signed["attachment_id"]))["object_key"]
+    ]  # the upload is gone
+
+    looked = 0
+    real = attachment_rows.unlocked
+
+    async def as_before_the_commit(
+        conn: asyncpg.Connection, workspace_id: uuid.UUID, wanted: list[uuid.UUID]
+    ) -> list[attachment_rows.AttachmentRow]:
+        nonlocal looked
+        looked += 1
+        return before if looked == 1 else await real(conn, workspace_id, wanted)
+
+    monkeypatch.setattr(attachment_rows, "unlocked", as_before_the_commit)
+    again = await send(chat, [signed["attachment_id"]], message_id=message_id)
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+    assert looked == 2  # the store's "no such file" was checked against the rows again
 
 
 async def test_cleanup_removes_what_a_sent_attachment_left_behind(chat: Chat) -> None:

@@ -305,10 +305,21 @@ async def seal_uploads(
     for result in results:
         if isinstance(result, Sealed):
             seals.copies[result.attachment_id] = result
-    failed = [r for r in results if isinstance(r, BaseException)]
+    failed = {
+        row.id: r for row, r in zip(wanted, results, strict=True) if isinstance(r, BaseException)
+    }
+    if failed:
+        # A concurrent send (a retry of this one, or another message) may have claimed the
+        # attachment meanwhile and removed its upload: then the claim, not the store, answers
+        # (the retry gets the message it sent; another message gets "belongs to another").
+        async with database.connection() as conn:
+            now = await rows.unlocked(conn, workspace_id, list(failed))
+        for row in now:
+            if row.message_id is not None:
+                failed.pop(row.id, None)
     if failed:
         await settle(blobs, seals, committed=False)
-        raise failed[0]
+        raise next(iter(failed.values()))
     return seals
 
 
