@@ -74,7 +74,7 @@ WITH src AS (
            'w' || (i % $6) AS user_id,
            'message ' || i || ' ' || ($7::text[])[1 + i % cardinality($7::text[])]
                || ' ' || ($7::text[])[1 + (i / 7) % cardinality($7::text[])] AS text,
-           $8::timestamptz + i * interval '1 millisecond' AS at
+           $8::timestamptz - ($10 - i) * interval '1 millisecond' AS at
     FROM generate_series($2::bigint, $3::bigint) AS i
 ),
 written AS (
@@ -110,8 +110,9 @@ ON CONFLICT (workspace_id) DO UPDATE SET last_seq = EXCLUDED.last_seq
 async def fill_messages(
     dsn: str, workspace_id: uuid.UUID, shape: Shape, *, progress: bool = False
 ) -> None:
-    """`shape.messages` messages by authors w0..w9 over `shape.channels` channels, 1 ms apart,
-    each with its `message.new` event. The channels and authors must exist already."""
+    """`shape.messages` messages by authors w0..w9 over `shape.channels` channels, 1 ms apart
+    and the last one now (so a message sent afterwards is newer), each with its `message.new`
+    event. The channels and authors must exist already."""
     conn = await asyncpg.connect(dsn)
     try:
         # Nothing of this workspace may wait for the sequencer while the log is extended.
@@ -142,6 +143,7 @@ async def fill_messages(
                 WORDS,
                 started,
                 base_seq,
+                shape.messages,
             )
             if progress:
                 print(f"  {last:,} of {shape.messages:,} messages", flush=True)
