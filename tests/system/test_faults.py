@@ -15,6 +15,7 @@ the last seq it kept, dropping any seq at or below it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -316,6 +317,14 @@ class Sender:
             attachment,
         )
 
+    async def read(self) -> None:
+        """Read the channel's latest page in a loop: reads too get a 2xx or a 503, never a 500."""
+        while not self.traffic.stop_sending.is_set():
+            # A refused read is recorded in traffic.unexpected; the test fails on it at the end.
+            with contextlib.suppress(_GiveUp):
+                await self._call("history", "GET", f"/v1/channels/{self.channel}/messages", None)
+            await asyncio.sleep(0.02)
+
     async def run(self) -> None:
         n = 0
         while not self.traffic.stop_sending.is_set():
@@ -347,6 +356,7 @@ class Listener:
         self.breaks: Counter[str] = Counter()
         self.dropped = 0
         self.connected = asyncio.Event()
+        self.socket: websockets.ClientConnection | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = 0.25
@@ -355,7 +365,11 @@ class Listener:
                 await self._follow(stop)
                 delay = 0.25
             except (ConnectionClosed, OSError, TimeoutError, InvalidHandshake) as exc:
-                self.breaks[type(exc).__name__] += 1
+                if isinstance(exc, ConnectionClosed):
+                    code = exc.rcvd.code if exc.rcvd is not None else None
+                    self.breaks[f"closed {code}"] += 1
+                else:
+                    self.breaks[type(exc).__name__] += 1
                 if not isinstance(exc, ConnectionClosed):
                     self.node = (self.node + 1) % len(self.urls)
             if not stop.is_set():
@@ -365,6 +379,7 @@ class Listener:
     async def _follow(self, stop: asyncio.Event) -> None:
         url = ws_url(self.urls[self.node], self.token)
         async with websockets.connect(url, open_timeout=5, close_timeout=2) as socket:
+            self.socket = socket
             ready = json.loads(await asyncio.wait_for(socket.recv(), 5))
             assert ready["type"] == "connection.ready", ready
             await socket.send(json.dumps({"type": "resume", "after_seq": self.last}))
@@ -376,6 +391,11 @@ class Listener:
                 except TimeoutError:
                     continue
                 self._keep(json.loads(raw))
+
+    async def bounce(self) -> None:
+        """Drop the connection from the client side: it reconnects and resumes at once."""
+        if self.socket is not None:
+            await self.socket.close()
 
     def _keep(self, frame: dict[str, Any]) -> None:
         seq = frame.get("seq")
@@ -498,7 +518,12 @@ async def _scenario(
         Sender(traffic, "s2", tenant.tokens["s2"], channels["one"], node=1, attach_every=4),
         Sender(traffic, "s3", tenant.tokens["s3"], channels["two"], node=0, attach_every=2),
     ]
+    readers = [
+        Sender(traffic, "l0", tenant.tokens["l0"], channels["one"], node=0),
+        Sender(traffic, "l1", tenant.tokens["l1"], channels["two"], node=1),
+    ]
     sending = [asyncio.create_task(c.run()) for c in clients]
+    sending += [asyncio.create_task(r.read()) for r in readers]
     probe = Sender(traffic, "s0", tenant.tokens["s0"], channels["one"], node=0)
     timeline: list[str] = []
     t0 = time.monotonic()
@@ -511,6 +536,8 @@ async def _scenario(
 
         mark("PostgreSQL stops")
         await _blocking(postgres.stop)
+        # Two listeners reconnect while PostgreSQL is down: they must catch up once it is back.
+        await asyncio.gather(follow[0].bounce(), follow[2].bounce())
         await asyncio.sleep(3)  # deliberate downtime
         await _blocking(lambda: postgres.start(timeout=60))
         mark("PostgreSQL is back")
@@ -521,6 +548,7 @@ async def _scenario(
         await _more_acknowledged(traffic, 30, "after FLUSHALL")
         mark("Redis stops")
         await _blocking(cache.stop)
+        await asyncio.gather(follow[0].bounce(), follow[1].bounce())
         await asyncio.sleep(2)  # deliberate downtime
         await _blocking(cache.start)
         mark("Redis is back, empty")
@@ -557,7 +585,7 @@ async def _scenario(
     finally:
         traffic.stop_sending.set()
         await asyncio.gather(*sending, return_exceptions=True)
-        await asyncio.gather(*(c.aclose() for c in [*clients, probe]))
+        await asyncio.gather(*(c.aclose() for c in [*clients, *readers, probe]))
     for task in sending:
         task.result()  # a sender that failed its deadline fails the test here
     assert not traffic.unexpected, traffic.unexpected[:10]
@@ -588,6 +616,16 @@ async def _scenario(
         attachments = await _check_attachments(http, tenant, sent)
     deliveries = await _check_webhooks(hooks, hook["secret"], database_url, sent)
     mark("checked")
+    # Whatever no client saw (a 500 to a listener's handshake, a background loop's crash):
+    # nothing any node logged may be an error, the killed node included.
+    for node in nodes:
+        errors = [r for r in node.logs() if r.get("level") in ("error", "critical")]
+        errors += [
+            r
+            for r in node.logs()
+            if r.get("event") == "request" and r["status"] >= 500 and r["status"] != 503
+        ]
+        assert not errors, [str(r)[:600] for r in errors[:3]]
 
     print()
     print("\n".join(timeline))
