@@ -90,6 +90,7 @@ class Weed:
             "weed (test_faults)",
         )
         self.process: subprocess.Popen[bytes] | None = None
+        self.started = False
 
     def start(self) -> None:
         env = dict(
@@ -106,7 +107,18 @@ class Weed:
         while True:
             assert self.process.poll() is None, (self.folder / "weed.out").read_text()[-2000:]
             try:
-                client.list_buckets()
+                if self.started:
+                    # Back only once an object written before the stop can be read: weed may
+                    # answer S3 calls before its volumes are registered again.
+                    client.head_object(Bucket="canary", Key="canary")
+                else:
+                    with contextlib.suppress(
+                        client.exceptions.BucketAlreadyOwnedByYou,
+                        client.exceptions.BucketAlreadyExists,
+                    ):
+                        client.create_bucket(Bucket="canary")
+                    client.put_object(Bucket="canary", Key="canary", Body=b"canary")
+                    self.started = True
                 return
             except Exception:
                 assert time.monotonic() < deadline, "weed did not serve S3 within 60 s"
