@@ -1,6 +1,7 @@
 """Fault injection under load: while senders post (through two `cariosan serve` nodes) and
-listeners follow their WebSockets, PostgreSQL restarts, Redis is flushed and restarted empty, the
-S3 server stops and starts, and one node is SIGKILLed. Afterwards every message acknowledged
+listeners follow their WebSockets, PostgreSQL restarts, Redis is flushed and restarted empty,
+PostgreSQL crashes (immediate shutdown) and recovers, the S3 server stops and starts, and one
+node is SIGKILLed. Afterwards every message acknowledged
 with a 2xx is in PostgreSQL, in its channel's history and in each member's live stream exactly
 once and in order, its attachment is downloadable with the bytes uploaded, and its
 `message.new` webhook arrived under exactly one webhook-id.
@@ -168,7 +169,9 @@ def private_postgres() -> Iterator[tuple[EmbeddedPostgres, str]]:
     workdir = Path(tempfile.mkdtemp(prefix="cariosan-faults-pg-"))
     # As root the server runs as nobody, which must be able to enter this dir.
     workdir.chmod(0o711)
-    server = EmbeddedPostgres(workdir / "data", port=free_port(), durable=False)
+    # Durable (fsync, synchronous commit): a crash may then lose nothing that was committed,
+    # so any acknowledged message it loses is the server's fault, not the test setup's.
+    server = EmbeddedPostgres(workdir / "data", port=free_port(), durable=True)
     try:
         server.start(timeout=60)
 
@@ -186,6 +189,25 @@ def private_postgres() -> Iterator[tuple[EmbeddedPostgres, str]]:
             server.stop()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def crash_postgres(server: EmbeddedPostgres) -> None:
+    """Immediate shutdown (SIGQUIT to the postmaster): no checkpoint, backends cut off, crash
+    recovery at the next start, as after a power cut of the database host."""
+    pid = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGQUIT)
+    deadline = time.monotonic() + 30
+    while _running(pid):
+        assert time.monotonic() < deadline, "PostgreSQL did not stop on SIGQUIT"
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie waiting for PID 1 has stopped
 
 
 # -- clients ------------------------------------------------------------------------------------
@@ -565,6 +587,13 @@ async def _scenario(
         await _blocking(cache.start)
         mark("Redis is back, empty")
         await _more_acknowledged(traffic, 60, "after Redis came back")
+
+        mark("PostgreSQL crashes")
+        await _blocking(lambda: crash_postgres(postgres))
+        await asyncio.sleep(2)  # deliberate downtime
+        await _blocking(lambda: postgres.start(timeout=60))
+        mark("PostgreSQL recovered")
+        await _more_acknowledged(traffic, 60, "after PostgreSQL recovered")
 
         # Uploaded while the store is up, sent while it is down: the send cannot check the
         # file, so it must say UNAVAILABLE (not 2xx, not "never uploaded"), and succeed later.
