@@ -237,6 +237,13 @@ class Traffic:
     outcomes: Counter[str] = field(default_factory=Counter)
     unexpected: list[str] = field(default_factory=list)
     stop_sending: asyncio.Event = field(default_factory=asyncio.Event)
+    # The same per phase of the scenario ("PostgreSQL stops" until the next mark, ...).
+    phase: str = "before any fault"
+    by_phase: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+        self.by_phase.setdefault(self.phase, Counter())[outcome] += 1
 
     def acknowledged(self) -> int:
         return len(self.sent)
@@ -273,10 +280,10 @@ class Sender:
         try:
             response = await self.http[self.node].request(method, path, json=body)
         except httpx.TransportError as exc:
-            self.traffic.outcomes[f"{kind} {type(exc).__name__}"] += 1
+            self.traffic.count(f"{kind} {type(exc).__name__}")
             self.node = (self.node + 1) % len(self.http)
             return None
-        self.traffic.outcomes[f"{kind} {response.status_code}"] += 1
+        self.traffic.count(f"{kind} {response.status_code}")
         if response.status_code not in ACCEPTABLE:
             self.traffic.unexpected.append(
                 f"{self.name} {method} {path} -> {response.status_code} {response.text[:300]}"
@@ -321,9 +328,9 @@ class Sender:
                         upload["upload_url"], headers=upload["upload_headers"], content=content
                     )
                 except httpx.TransportError as exc:
-                    self.traffic.outcomes[f"upload {type(exc).__name__}"] += 1
+                    self.traffic.count(f"upload {type(exc).__name__}")
                 else:
-                    self.traffic.outcomes[f"upload {put.status_code}"] += 1
+                    self.traffic.count(f"upload {put.status_code}")
                     if put.status_code == 200:
                         return upload["attachment_id"], content
                 await asyncio.sleep(0.2)
@@ -564,6 +571,7 @@ async def _scenario(
 
     def mark(what: str) -> None:
         timeline.append(f"{time.monotonic() - t0:6.1f}s {what} (acknowledged {len(traffic.sent)})")
+        traffic.phase = what
 
     try:
         await _more_acknowledged(traffic, 60, "before any fault")
@@ -660,10 +668,11 @@ async def _scenario(
     # Whatever no client saw (a 500 to a listener's handshake, a background loop's crash):
     # nothing any node logged may be an error, the killed node included.
     for node in nodes:
-        errors = [r for r in node.logs() if r.get("level") in ("error", "critical")]
+        records = _log_records(node)
+        errors = [r for r in records if r.get("level") in ("error", "critical")]
         errors += [
             r
-            for r in node.logs()
+            for r in records
             if r.get("event") == "request" and r["status"] >= 500 and r["status"] != 503
         ]
         assert not errors, [str(r)[:600] for r in errors[:3]]
@@ -678,6 +687,8 @@ async def _scenario(
     failed = {k: v for k, v in sorted(traffic.outcomes.items()) if k.split()[1][0] != "2"}
     print(f"failed attempts: {sum(failed.values())} {failed}")
     print(f"all attempts: {dict(sorted(traffic.outcomes.items()))}")
+    for phase, outcomes in traffic.by_phase.items():
+        print(f"  from '{phase}': {dict(sorted(outcomes.items()))}")
     for f in follow:
         print(
             f"listener {f.name}: {len(f.message_ids())} messages, {len(f.frames)} events,"
@@ -688,6 +699,18 @@ async def _scenario(
         f"webhook requests: {deliveries['requests']} for {deliveries['ids']} webhook ids"
         f" ({deliveries['requests'] - deliveries['ids']} retries of an id)"
     )
+
+
+def _log_records(node: ServerProcess) -> list[dict[str, Any]]:
+    """The node's JSON log records; a SIGKILLed node's last line may be cut off mid-record."""
+    lines = [line for line in node.raw_log().splitlines() if line.startswith("{")]
+    records: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            assert i == len(lines) - 1 and node.process.returncode == -signal.SIGKILL, line
+    return records
 
 
 def _channel_name(channels: dict[str, str], channel_id: str) -> str:
