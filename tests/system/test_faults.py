@@ -1,10 +1,10 @@
 """Fault injection under load: while senders post (through two `cariosan serve` nodes) and
 listeners follow their WebSockets, PostgreSQL restarts, Redis is flushed and restarted empty,
 PostgreSQL crashes (immediate shutdown) and recovers, the S3 server stops and starts, and one
-node is SIGKILLed. Afterwards every message acknowledged
-with a 2xx is in PostgreSQL, in its channel's history and in each member's live stream exactly
-once and in order, its attachment is downloadable with the bytes uploaded, and its
-`message.new` webhook arrived under exactly one webhook-id.
+node is SIGKILLed. Afterwards every message acknowledged with a 2xx is in PostgreSQL, in its
+channel's history and in each member's live stream exactly once and in order, its attachment
+downloads with the bytes uploaded, its `message.new` webhook arrived under exactly one
+webhook-id, no client got anything but a 2xx or a 503, and no node logged an error.
 
 Every backing service is private to the test (its own PostgreSQL, Redis and SeaweedFS), so
 restarting them disturbs no other test. The clients behave as the SDKs do: a send that fails
@@ -136,7 +136,7 @@ class Weed:
 
 
 class RestartableRedis:
-    """A private redis-server; `restart()` brings an empty one back on the same port."""
+    """A private redis-server; `stop()` then `start()` brings it back empty on the same port."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
