@@ -656,6 +656,10 @@ async def _scenario(
         stop_listening.set()
         await asyncio.gather(*listening)
     mark("listeners caught up")
+    # The faults did reach the clients; otherwise the checks below would prove little.
+    for down in ("PostgreSQL stops", "PostgreSQL crashes"):
+        assert traffic.by_phase[down]["send 503"] > 0, f"no send noticed '{down}'"
+    assert all(f.connections >= 2 for f in follow), "every listener lost its connection once"
 
     async with httpx.AsyncClient(base_url=urls[0], timeout=30) as http:
         await _check_postgres(database_url, sent)
