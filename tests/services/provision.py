@@ -60,6 +60,7 @@ __all__ = [
     "start_redis_server",
     "start_weed",
     "weed_binary",
+    "weed_command",
 ]
 
 LOCAL_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -311,6 +312,39 @@ def weed_binary() -> Path | None:
     return None
 
 
+def weed_command(binary: Path, workdir: Path, ports: list[int]) -> list[str]:
+    """`weed mini` serving S3 on ports[6], data and logs under `workdir`: the same command again
+    (same ports, same dir) restarts it with its buckets and objects (tests stop and start it)."""
+    # Every port explicit: the gRPC ones otherwise default to port+10000, which may clash.
+    return [
+        str(binary),
+        f"-logdir={workdir / 'logs'}",
+        "mini",
+        f"-dir={workdir / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-master.port={ports[0]}",
+        f"-master.port.grpc={ports[1]}",
+        f"-volume.port={ports[2]}",
+        f"-volume.port.grpc={ports[3]}",
+        f"-filer.port={ports[4]}",
+        f"-filer.port.grpc={ports[5]}",
+        f"-s3.port={ports[6]}",
+        f"-s3.port.grpc={ports[7]}",
+        f"-admin.port={ports[8]}",
+        f"-admin.port.grpc={ports[9]}",
+        f"-filer.localSocket={workdir / 'f.sock'}",
+        f"-s3.localSocket={workdir / 's.sock'}",
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=8",
+    ]
+
+
 def start_weed(binary: Path | None = None) -> S3Service:
     """A throwaway SeaweedFS (`weed mini`) on free loopback ports, with credentials set."""
     binary = binary or weed_binary()
@@ -326,34 +360,7 @@ def start_weed(binary: Path | None = None) -> S3Service:
     for _ in range(3):  # free-picked ports can be taken before weed binds them
         ports = _free_ports(10)
         (workdir / "logs").mkdir(exist_ok=True)
-        # Every port explicit: the gRPC ones otherwise default to port+10000, which may clash.
-        args = [
-            str(binary),
-            f"-logdir={workdir / 'logs'}",
-            "mini",
-            f"-dir={workdir / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            "-master.telemetry=false",
-            "-webdav=false",
-            "-admin.ui=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            f"-master.port={ports[0]}",
-            f"-master.port.grpc={ports[1]}",
-            f"-volume.port={ports[2]}",
-            f"-volume.port.grpc={ports[3]}",
-            f"-filer.port={ports[4]}",
-            f"-filer.port.grpc={ports[5]}",
-            f"-s3.port={ports[6]}",
-            f"-s3.port.grpc={ports[7]}",
-            f"-admin.port={ports[8]}",
-            f"-admin.port.grpc={ports[9]}",
-            f"-filer.localSocket={workdir / 'f.sock'}",
-            f"-s3.localSocket={workdir / 's.sock'}",
-            "-master.volumeSizeLimitMB=64",
-            "-volume.max=8",
-        ]
+        args = weed_command(binary, workdir, ports)
         (workdir / "data").mkdir(exist_ok=True)
         proc = _spawn(args, workdir / "weed.out", env=env)
         service = S3Service(

@@ -29,6 +29,13 @@ _UNAVAILABLE = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
+    # A pooled connection whose server shut down while it sat idle: the server's FATAL
+    # ("terminating connection due to administrator command") arrived, the protocol waits for a
+    # ReadyForQuery that never comes, and the next query, or the reset when the pool takes the
+    # connection back, fails with "cannot switch to state N; another operation (2) is in
+    # progress". Seen as 500s on every endpoint during a PostgreSQL restart
+    # (tests/system/test_faults.py). The pool terminates the connection and opens a new one.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

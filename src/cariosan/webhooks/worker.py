@@ -27,6 +27,7 @@ from cariosan.config import Settings
 from cariosan.db import webhooks as rows
 from cariosan.db.pool import Database
 from cariosan.domain.events import webhook_bodies
+from cariosan.errors import Unavailable
 from cariosan.obs.logging import get_logger
 from cariosan.obs.metrics import Metrics
 from cariosan.webhooks import signing
@@ -244,6 +245,26 @@ class WebhookWorker:
 
     async def deliver(self, claim: rows.Claim) -> None:
         code, error, retry_after = await self.send(claim)
+        try:
+            await self._record(claim, code, error, retry_after)
+        except Unavailable as exc:
+            # Sent, but PostgreSQL went away before the outcome was stored: an expected outage,
+            # not a crash. The lease runs out and the delivery is sent again under the same
+            # webhook-id, which receivers deduplicate on.
+            log.warning(
+                "webhook_outcome_not_recorded",
+                delivery_id=str(claim.id),
+                status_code=code,
+                error=exc.message,
+            )
+
+    async def _record(
+        self,
+        claim: rows.Claim,
+        code: int | None,
+        error: str | None,
+        retry_after: float | None,
+    ) -> None:
         async with self.database.connection() as conn:
             if error is None:
                 await rows.record_attempt(
