@@ -39,6 +39,10 @@ Responder = Callable[[Received], Reply]
 
 
 class _Server(ThreadingHTTPServer):
+    # A web server's usual listen backlog (socketserver's default is 5): a burst from several
+    # webhook workers at once must not find connections refused or dropped.
+    request_queue_size = 128
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # The webhook worker closes each connection without reading the body ("ok") it does
         # not need, which resets the socket; a killed server resets its connections too. Both
