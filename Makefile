@@ -68,8 +68,9 @@ test-fast: prereqs lint
 # with a small one): schemathesis over every operation with both credential kinds, and
 # hypothesis over WebSocket frames. 500 examples per operation and credential: over 30,000 cases.
 FUZZ_EXAMPLES ?= 500
+# The schema parts run in parallel like in `make test`; -rP prints each part's case count.
 fuzz: $(TEST_STAMP)
-	CARIOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -s --timeout 0 \
+	CARIOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) -rP --timeout 0 \
 		tests/integration/test_api_schema.py tests/integration/test_ws_fuzz.py
 
 # Load figures (not part of `make test`): WebSocket send-to-receive latency with 1,000 clients.
