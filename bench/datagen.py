@@ -66,16 +66,23 @@ async def make_channels(
 
 
 _FILL = """
-WITH src AS (
+WITH timed AS (
+    SELECT i, $8::timestamptz - ($10 - i) * interval '1 millisecond' AS at,
+           md5($1::uuid::text || ':' || i) AS h
+    FROM generate_series($2::bigint, $3::bigint) AS i
+),
+src AS (
     SELECT i,
-           md5($1::uuid::text || ':' || i)::uuid AS id,
+           -- A UUIDv7 from the message's time, as the server and the SDKs make them.
+           (lpad(to_hex(floor(extract(epoch FROM at) * 1000)::bigint), 12, '0') || '7'
+               || substr(h, 1, 3) || '8' || substr(h, 4, 15))::uuid AS id,
            CASE WHEN i % 100 < $4 THEN 'c0000'
                 ELSE 'c' || lpad((1 + i % ($5 - 1))::text, 4, '0') END AS channel_id,
            'w' || (i % $6) AS user_id,
            'message ' || i || ' ' || ($7::text[])[1 + i % cardinality($7::text[])]
                || ' ' || ($7::text[])[1 + (i / 7) % cardinality($7::text[])] AS text,
-           $8::timestamptz - ($10 - i) * interval '1 millisecond' AS at
-    FROM generate_series($2::bigint, $3::bigint) AS i
+           at
+    FROM timed
 ),
 written AS (
     INSERT INTO messages (workspace_id, id, channel_id, user_id, text, created_at)

@@ -103,7 +103,7 @@ def code(response: httpx.Response) -> str:
 async def test_send_and_read_back(chat: Chat) -> None:
     sent = await send(chat.alice, "hello bob", mentions=["bob", "bob"], data={"kind": "greeting"})
     assert set(sent) == MESSAGE_FIELDS
-    assert uuid.UUID(sent["id"])
+    assert uuid.UUID(sent["id"]).version == 7  # made by the server: time-ordered
     assert sent["channel_id"] == "general" and sent["user_id"] == "alice"
     assert sent["text"] == "hello bob" and sent["mentions"] == ["bob"], "mentions deduplicated"
     assert sent["parent_id"] is None and sent["reply_count"] == 0

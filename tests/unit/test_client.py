@@ -324,12 +324,12 @@ async def test_as_user_adds_user_id_to_every_request_and_shares_the_connection()
 # -- send ----------------------------------------------------------------------------------------
 
 
-async def test_send_generates_a_uuid4_id() -> None:
+async def test_send_generates_a_time_ordered_id() -> None:
     server = FakeServer(echo_message)
     async with chat_client(server) as chat:
         message = await chat.send("general", "hi", mentions=["bob"], data={"k": 1})
     sent = server.body()
-    assert uuid.UUID(sent["id"]).version == 4
+    assert uuid.UUID(sent["id"]).version == 7
     assert message.id == sent["id"]
     assert sent == {"id": sent["id"], "text": "hi", "mentions": ["bob"], "data": {"k": 1}}
 

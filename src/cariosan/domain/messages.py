@@ -21,7 +21,7 @@ from cariosan.domain import attachments
 from cariosan.domain.access import ChannelAccess, channel_access
 from cariosan.domain.auth import Caller
 from cariosan.domain.custom_data import storable_text, valid_data
-from cariosan.domain.ids import customer_id, server_id
+from cariosan.domain.ids import customer_id, server_id, time_ordered_id
 from cariosan.domain.ratelimit import check_message
 from cariosan.domain.views import AttachmentRef, MessageView, to_payload
 from cariosan.ephemeral.store import EphemeralStore
@@ -143,7 +143,9 @@ async def post_message(
     caller.require_user()  # before any work: only users send
     customer_id("channel_id", channel_id)
     message_id = (
-        uuid.uuid4() if draft.id is None else server_id("id", draft.id, missing_is_not_found=False)
+        time_ordered_id()
+        if draft.id is None
+        else server_id("id", draft.id, missing_is_not_found=False)
     )
     parent_id = (
         None

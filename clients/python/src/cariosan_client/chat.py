@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -20,6 +19,7 @@ import httpx
 from cariosan_client._http import Connection, Params, decode, segment
 from cariosan_client.errors import Unauthorized
 from cariosan_client.events import AnyEvent, EventPage, RawEventPage
+from cariosan_client.ids import new_message_id
 from cariosan_client.live import LiveEvents
 from cariosan_client.models import (
     Channel,
@@ -304,12 +304,13 @@ class ChatClient:
     ) -> Message:
         """Post a message (a reply when `parent_id` is set).
 
-        The message id makes sending idempotent: without `id`, `send` makes a uuid4 itself. After
-        a network error or `503 UNAVAILABLE` it is sent again with the same id (as the client's
-        `RetryPolicy` allows), so the server returns the original instead of storing a duplicate.
+        The message id makes sending idempotent: without `id`, `send` makes a time-ordered one
+        (UUIDv7) itself. After a network error or `503 UNAVAILABLE` it is sent again with the same
+        id (as the client's `RetryPolicy` allows), so the server returns the original instead of
+        storing a duplicate.
         """
         body = _body(
-            id=id or str(uuid.uuid4()),
+            id=id or new_message_id(),
             text=text,
             parent_id=parent_id,
             attachment_ids=None if attachment_ids is None else list(attachment_ids),
