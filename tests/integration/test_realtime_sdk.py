@@ -77,9 +77,9 @@ async def test_connect_survives_dropped_connections_without_loss_or_duplicate(
     ):
         channel = await alice.create_channel("group", ["bob"])
         received: list[MessageNew] = []
-        async with bob.connect() as events:
+        start = (await bob.events()).latest_seq  # however late the stream connects
+        async with bob.connect(after_seq=start) as events:
             reading = asyncio.create_task(_collect(events, 60, received))
-            await asyncio.sleep(0.5)
             for i in range(60):
                 await alice.send(channel.id, f"s{i}")
                 if i % 15 == 7:
@@ -112,7 +112,10 @@ async def test_connect_refreshes_an_expired_token_through_the_provider(
     ):
         channel = await alice.create_channel("group", ["bob"])
         received: list[MessageNew] = []
-        async with bob.connect() as events:
+        # From the position before the first send: the stream connects in the reading task,
+        # and on a busy machine that can come after t0 (which "from now" would then skip).
+        start = (await bob.events()).latest_seq
+        async with bob.connect(after_seq=start) as events:
             reading = asyncio.create_task(_collect(events, 6, received))
             for i in range(6):
                 await alice.send(channel.id, f"t{i}")
