@@ -151,6 +151,38 @@ def test_weed_started_and_stopped() -> None:
         httpx.get(service.endpoint, timeout=2)
 
 
+def test_weed_picks_other_ports_when_one_is_taken_before_it_binds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    from tests.services import provision
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    real = provision._free_ports
+    picks: list[list[int]] = []
+
+    def first_with_a_taken_port(count: int) -> list[int]:
+        ports = real(count)
+        if not picks:
+            ports[8] = held.getsockname()[1]  # the admin port, as another process took it
+        picks.append(ports)
+        return ports
+
+    monkeypatch.setattr(provision, "_free_ports", first_with_a_taken_port)
+    try:
+        service = start_weed()
+    finally:
+        held.close()
+    try:
+        assert len(picks) == 2
+        new_bucket(service, "second-try")
+    finally:
+        service.close()
+
+
 # -- the explicit variables win, and a broken one fails naming the service -------------------
 
 

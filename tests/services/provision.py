@@ -379,7 +379,9 @@ def start_weed(binary: Path | None = None) -> S3Service:
         alive = proc.poll() is None
         _terminate(proc)
         problem = _tail(workdir / "weed.out") if not alive else f"S3 port: {last}"
-        if alive or "address already in use" not in problem.lower():
+        # A port taken between picking and binding: weed says so in one of two ways.
+        taken = ("address already in use", "port allocation failed")
+        if alive or not any(words in problem.lower() for words in taken):
             break
     shutil.rmtree(workdir, ignore_errors=True)
     raise ServiceUnavailable(f"weed mini from {binary} did not serve S3 ({problem})")
