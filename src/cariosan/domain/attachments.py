@@ -18,7 +18,7 @@ import re
 import secrets
 import unicodedata
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -394,43 +394,69 @@ async def refs_for(
     return {row.id: ref_of(row) for row in found}
 
 
-async def remove_stale(
-    database: Database, blobs: BlobStore, older_than_seconds: float, batch: int = 500
-) -> int | None:
-    """Delete attachments never referenced within `older_than_seconds`: file, then record.
+Batch = Callable[[asyncpg.Connection], Awaitable[list[rows.StaleAttachment]]]
+Record = Callable[[asyncpg.Connection, list[rows.StaleAttachment]], Awaitable[None]]
 
-    Runs under a PostgreSQL advisory lock; returns None without doing anything when another
-    server holds it, else how many attachments were removed. A file that cannot be deleted
-    now (store down) keeps its record, marked `deleting`, for the next run.
-    """
+
+async def _sweep(
+    database: Database,
+    blobs: BlobStore,
+    batch: Batch,
+    record: Record,
+    *,
+    keep_served: bool,
+    failure: str,
+) -> int | None:
+    """Under the cleanup job's advisory lock (None, doing nothing, when another server holds
+    it): delete the files of each attachment `batch` gives (but the served copy when
+    `keep_served`) and `record` those done, until none is left or the store fails; how many."""
     async with database.connection() as conn:
         if not await rows.try_cleanup_lock(conn):
             return None
         try:
-            removed = 0
+            swept = 0
             while True:
-                stale = await rows.mark_stale(conn, older_than_seconds, batch)
-                if not stale:
-                    return removed
+                found = await batch(conn)
+                if not found:
+                    return swept
                 done: list[rows.StaleAttachment] = []
-                for item in stale:
+                for item in found:
                     try:
-                        await _delete_folder(blobs, item)
+                        await _delete_folder(blobs, item, keep_served=keep_served)
                     except Exception as exc:
                         log.warning(
-                            "attachment_cleanup_failed",
+                            failure,
                             attachment_id=str(item.id),
                             error=exc.__class__.__name__,
                             exc_info=exc,
                         )
                         continue
                     done.append(item)
-                await rows.delete_records(conn, done)
-                removed += len(done)
-                if len(done) < len(stale):  # the store is failing: try again next run
-                    return removed
+                await record(conn, done)
+                swept += len(done)
+                if len(done) < len(found):  # the store is failing: try again next run
+                    return swept
         finally:
             await rows.release_cleanup_lock(conn)
+
+
+async def remove_stale(
+    database: Database, blobs: BlobStore, older_than_seconds: float, batch: int = 500
+) -> int | None:
+    """Delete attachments never referenced within `older_than_seconds`: files, then record.
+
+    Runs under a PostgreSQL advisory lock; returns None without doing anything when another
+    server holds it, else how many attachments were removed. A file that cannot be deleted
+    now (store down) keeps its record, marked `deleting`, for the next run.
+    """
+    return await _sweep(
+        database,
+        blobs,
+        lambda conn: rows.mark_stale(conn, older_than_seconds, batch),
+        rows.delete_records,
+        keep_served=False,
+        failure="attachment_cleanup_failed",
+    )
 
 
 def folder_of(item: rows.StaleAttachment) -> str:
@@ -438,9 +464,12 @@ def folder_of(item: rows.StaleAttachment) -> str:
     return f"{item.workspace_id}/{item.id}/"
 
 
-async def _delete_folder(blobs: BlobStore, item: rows.StaleAttachment, keep: str = "") -> None:
+async def _delete_folder(
+    blobs: BlobStore, item: rows.StaleAttachment, *, keep_served: bool
+) -> None:
+    keep = item.object_key if keep_served else ""
     keys = set(await blobs.list_keys(folder_of(item)))
-    if not keep:
+    if not keep_served:
         keys.add(item.object_key)  # listed too, unless a store cannot list what it holds
     for key in sorted(keys - {keep}):
         await blobs.delete(key)
@@ -456,34 +485,14 @@ async def remove_leftovers(
 
     Under the cleanup job's advisory lock: None without doing anything when another server
     holds it, else how many attachments were tidied."""
-    async with database.connection() as conn:
-        if not await rows.try_cleanup_lock(conn):
-            return None
-        try:
-            tidied = 0
-            while True:
-                untidy = await rows.untidy(conn, older_than_seconds, batch)
-                if not untidy:
-                    return tidied
-                done: list[rows.StaleAttachment] = []
-                for item in untidy:
-                    try:
-                        await _delete_folder(blobs, item, keep=item.object_key)
-                    except Exception as exc:
-                        log.warning(
-                            "attachment_tidy_failed",
-                            attachment_id=str(item.id),
-                            error=exc.__class__.__name__,
-                            exc_info=exc,
-                        )
-                        continue
-                    done.append(item)
-                await rows.mark_tidied(conn, done)
-                tidied += len(done)
-                if len(done) < len(untidy):  # the store is failing: try again next run
-                    return tidied
-        finally:
-            await rows.release_cleanup_lock(conn)
+    return await _sweep(
+        database,
+        blobs,
+        lambda conn: rows.untidy(conn, older_than_seconds, batch),
+        rows.mark_tidied,
+        keep_served=True,
+        failure="attachment_tidy_failed",
+    )
 
 
 class CleanupJob:
