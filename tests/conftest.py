@@ -15,7 +15,6 @@ from cariosan.config import Limits, Settings
 from cariosan.db import schema
 from cariosan.domain.workspaces import NewWorkspace, create_workspace
 from tests.services.provision import PostgresService
-from tests.support.databases import DatabaseStock
 from tests.support.server import RunningServer, start_server
 
 pytest_plugins = ["tests.services.plugin"]
@@ -144,28 +143,13 @@ def database_template(schema_release: str, request: pytest.FixtureRequest) -> st
 
 @pytest.fixture
 async def database_url(
-    postgres_service: PostgresService,
-    database_template: str,
-    database_stocks: dict[str, DatabaseStock],
+    postgres_service: PostgresService, database_template: str
 ) -> AsyncIterator[str]:
-    """A fresh, migrated database of this test's own (cloned ahead, see DatabaseStock)."""
-    stock = database_stocks.get(database_template)
-    if stock is None:
-        stock = database_stocks[database_template] = DatabaseStock(
-            postgres_service.dsn, database_template
-        )
-    name = await asyncio.to_thread(stock.take)
+    """A fresh, migrated database of this test's own."""
+    name = f"cariosan_t_{uuid.uuid4().hex[:12]}"
+    await _admin(postgres_service, f'CREATE DATABASE "{name}" TEMPLATE "{database_template}"')
     yield with_database(postgres_service.dsn, name)
-    stock.give_back(name)
-
-
-@pytest.fixture(scope="session")
-def database_stocks() -> Iterator[dict[str, DatabaseStock]]:
-    """Per template, the clones this test process keeps ready; all dropped at the end."""
-    stocks: dict[str, DatabaseStock] = {}
-    yield stocks
-    for stock in stocks.values():
-        stock.close()
+    await _admin(postgres_service, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
