@@ -229,6 +229,7 @@ export interface ReactionDeletedEvent extends Persisted<"reaction.deleted"> { re
 export interface MemberAddedEvent extends Persisted<"member.added"> { member: Member; user_id: string; }
 export interface MemberRemovedEvent extends Persisted<"member.removed"> { member: Member; user_id: string; }
 export interface ChannelCreatedEvent extends Persisted<"channel.created"> { channel: Channel; }
+export interface MemberUpdatedEvent extends Persisted<"member.updated"> { member: Member; user_id: string; }
 export interface ChannelUpdatedEvent extends Persisted<"channel.updated"> { channel: Channel; }
 export interface ChannelDeletedEvent extends Persisted<"channel.deleted"> { channel: Channel; }
 export interface ReadUpdatedEvent extends Persisted<"read.updated"> {
@@ -247,6 +248,7 @@ export type PersistedEvent =
   | ReactionDeletedEvent
   | MemberAddedEvent
   | MemberRemovedEvent
+  | MemberUpdatedEvent
   | ChannelCreatedEvent
   | ChannelUpdatedEvent
   | ChannelDeletedEvent
@@ -287,6 +289,6 @@ export type LiveEventType = LiveEvent["type"];
 export type LiveEventOf<T extends LiveEventType> = Extract<LiveEvent, { type: T }>;
 export const PERSISTED_EVENT_TYPES = [
   "message.new", "message.updated", "message.deleted", "reaction.new", "reaction.deleted",
-  "member.added", "member.removed", "channel.created", "channel.updated", "channel.deleted",
+  "member.added", "member.removed", "member.updated", "channel.created", "channel.updated", "channel.deleted",
   "read.updated",
 ] as const satisfies readonly PersistedEvent["type"][];

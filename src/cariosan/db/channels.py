@@ -381,3 +381,37 @@ async def remove_member(
 def _reason(exc: asyncpg.exceptions.DataError) -> str:
     # Our words, not PostgreSQL's: its error text never reaches a client.
     return refused_value(exc).message
+
+
+async def member_role(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, channel_id: str, user_id: str
+) -> str | None:
+    """The member's role, locked until the transaction ends; None if it is not a member."""
+    role: str | None = await conn.fetchval(
+        """
+        SELECT role FROM channel_members
+        WHERE workspace_id = $1 AND channel_id = $2 AND user_id = $3
+        FOR UPDATE
+        """,
+        workspace_id,
+        channel_id,
+        user_id,
+    )
+    return role
+
+
+async def set_member_role(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, channel_id: str, user_id: str, role: str
+) -> MemberRow | None:
+    r = await conn.fetchrow(
+        """
+        UPDATE channel_members SET role = $4
+        WHERE workspace_id = $1 AND channel_id = $2 AND user_id = $3
+        RETURNING user_id, role, joined_at
+        """,
+        workspace_id,
+        channel_id,
+        user_id,
+        role,
+    )
+    return None if r is None else MemberRow(r["user_id"], r["role"], r["joined_at"])

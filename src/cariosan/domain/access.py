@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import asyncpg
 
 from cariosan.db import members
+from cariosan.domain import permissions
 from cariosan.domain.auth import Caller
 from cariosan.domain.ids import customer_id
-from cariosan.errors import Forbidden, NotFound
+from cariosan.domain.permissions import MEMBER, OWNER, Action, Who
+from cariosan.errors import NotFound
 
-# Channel roles: the creator owns the channel; owners may manage it like an admin.
-OWNER = "owner"
-MEMBER = "member"
+__all__ = ["MEMBER", "OWNER", "ChannelAccess", "channel_access"]
 
 
 @dataclass(frozen=True)
@@ -28,14 +28,31 @@ class ChannelAccess:
     def is_member(self) -> bool:
         return self.member_role is not None
 
-    @property
-    def can_manage(self) -> bool:
-        """Change the channel and its members: the backend, admin users, the channel's owner."""
-        return self.caller.is_admin or self.member_role == OWNER
+    def capacities(
+        self, *, author_id: str | None = None, subject_id: str | None = None
+    ) -> set[Who]:
+        """Every capacity the caller acts in here: its workspace role, its channel role, the
+        author of the message acted on (`author_id`), the user acted on (`subject_id`)."""
+        found = self.caller.capacities() | permissions.channel_capacities(self.member_role)
+        user_id = self.caller.user_id
+        if user_id is not None and user_id == author_id:
+            found.add(Who.AUTHOR)
+        if user_id is not None and user_id == subject_id:
+            found.add(Who.SELF)
+        return found
 
-    def require_manage(self) -> None:
-        if not self.can_manage:
-            raise Forbidden("only the channel's owner or an admin may do this")
+    def allowed(
+        self, action: Action, *, author_id: str | None = None, subject_id: str | None = None
+    ) -> bool:
+        capacities = self.capacities(author_id=author_id, subject_id=subject_id)
+        return permissions.allowed(action, self.type, capacities)
+
+    def require(
+        self, action: Action, *, author_id: str | None = None, subject_id: str | None = None
+    ) -> None:
+        """FORBIDDEN unless the permission table lets the caller do `action` here."""
+        capacities = self.capacities(author_id=author_id, subject_id=subject_id)
+        permissions.require(action, self.type, capacities)
 
 
 async def channel_access(
@@ -44,8 +61,8 @@ async def channel_access(
     """The caller's access to a channel it may see, else NOT_FOUND.
 
     Members see their channels. The backend (acting as itself) sees every channel. With
-    `moderation`, the backend and admin users reach any channel of the workspace, also when
-    acting as a user who is not a member.
+    `moderation`, the backend and workspace moderators and admins reach any channel of the
+    workspace, also when acting as a user who is not a member.
     """
     customer_id("channel_id", channel_id)
     row = await members.channel_access(conn, caller.workspace_id, channel_id, caller.user_id)
@@ -56,6 +73,6 @@ async def channel_access(
         return access
     if caller.is_server and caller.user_id is None:
         return access
-    if moderation and caller.is_admin:
+    if moderation and caller.is_workspace_mod:
         return access
     raise NotFound(f"no such channel: {channel_id}")

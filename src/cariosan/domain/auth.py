@@ -9,7 +9,7 @@ from datetime import datetime
 from cariosan.db import users as user_rows
 from cariosan.db import workspaces as workspace_rows
 from cariosan.db.pool import Database
-from cariosan.domain import tokens
+from cariosan.domain import permissions, tokens
 from cariosan.domain.ids import customer_id
 from cariosan.domain.workspaces import SECRET_PREFIX, hash_secret
 from cariosan.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
@@ -26,8 +26,16 @@ class Caller:
 
     @property
     def is_admin(self) -> bool:
-        """The backend and admin users may moderate (edit/delete any message, manage members)."""
-        return self.is_server or self.role == "admin"
+        """The backend and admin users."""
+        return self.is_server or self.role == permissions.ADMIN
+
+    @property
+    def is_workspace_mod(self) -> bool:
+        """The backend, admin and moderator users: they moderate any channel."""
+        return self.is_server or self.role in (permissions.ADMIN, permissions.MODERATOR)
+
+    def capacities(self) -> set[permissions.Who]:
+        return permissions.workspace_capacities(self.is_server, self.role)
 
     def require_user(self) -> str:
         if self.user_id is None:

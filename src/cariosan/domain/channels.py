@@ -17,12 +17,14 @@ from cariosan.db import channels as rows
 from cariosan.db import users as user_rows
 from cariosan.db.events import append_event
 from cariosan.db.pool import Database
+from cariosan.domain import audit
 from cariosan.domain.access import MEMBER, OWNER, channel_access
 from cariosan.domain.auth import Caller
 from cariosan.domain.custom_data import storable_text, valid_data
 from cariosan.domain.ids import customer_id
+from cariosan.domain.permissions import CHANNEL_ROLES, Action
 from cariosan.domain.views import AttachmentRef, ChannelView, MemberView, MessageView, to_payload
-from cariosan.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from cariosan.errors import Conflict, NotFound, ValidationFailed
 
 DM, GROUP, PUBLIC = "dm", "group", "public"
 TYPES = (DM, GROUP, PUBLIC)
@@ -239,13 +241,13 @@ async def update_channel(
     fields_set: frozenset[str],
     limits: Limits,
 ) -> ChannelView:
-    """Change the name and/or data (the owner, admins, the backend)."""
+    """Change the name and/or data (moderators of the channel, domain/permissions.py)."""
     _validate_name(name)
     if data is not None:
         valid_data(data, limits)
     async with database.transaction() as conn:
         access = await channel_access(conn, caller, channel_id, moderation=True)
-        access.require_manage()
+        access.require(Action.CHANNEL_UPDATE)
         updated = await rows.update_channel(
             conn, caller.workspace_id, channel_id, name=name, data=data, fields_set=fields_set
         )
@@ -263,7 +265,7 @@ async def delete_channel(database: Database, caller: Caller, channel_id: str) ->
     """Soft-delete: reads say NOT_FOUND from now on, the rows stay for export."""
     async with database.transaction() as conn:
         access = await channel_access(conn, caller, channel_id, moderation=True)
-        access.require_manage()
+        access.require(Action.CHANNEL_DELETE)
         view = await _load(conn, caller, channel_id)
         deleted_at = await rows.soft_delete_channel(conn, caller.workspace_id, channel_id)
         if deleted_at is None:
@@ -278,7 +280,7 @@ async def delete_channel(database: Database, caller: Caller, channel_id: str) ->
 async def _check_may_add(
     conn: asyncpg.Connection, caller: Caller, channel_id: str, user_ids: list[str]
 ) -> None:
-    """Managers add anyone; in a public channel any user may add itself (also to join)."""
+    """Moderators add anyone; in a public channel any user may add itself (join)."""
     self_join = caller.user_id is not None and user_ids == [caller.user_id]
     try:
         access = await channel_access(conn, caller, channel_id, moderation=True)
@@ -286,10 +288,10 @@ async def _check_may_add(
         if self_join and await rows.channel_type(conn, caller.workspace_id, channel_id) == PUBLIC:
             return
         raise
-    if access.type == DM:
-        raise Forbidden("the members of a dm cannot change")
-    if not (access.can_manage or (self_join and access.type == PUBLIC)):
-        raise Forbidden("only the channel's owner or an admin may add members")
+    if self_join:
+        access.require(Action.MEMBER_JOIN, subject_id=caller.user_id)
+    else:
+        access.require(Action.MEMBER_ADD)
 
 
 async def add_members(
@@ -319,14 +321,14 @@ async def add_members(
 
 
 async def remove_member(database: Database, caller: Caller, channel_id: str, user_id: str) -> None:
-    """Managers remove anyone; a member may remove itself (leave)."""
+    """Moderators remove anyone; a member may remove itself (leave)."""
     customer_id("user_id", user_id)
     async with database.transaction() as conn:
         access = await channel_access(conn, caller, channel_id, moderation=True)
-        if access.type == DM:
-            raise Forbidden("the members of a dm cannot change")
-        if user_id != caller.user_id:
-            access.require_manage()
+        if user_id == caller.user_id:
+            access.require(Action.MEMBER_LEAVE, subject_id=user_id)
+        else:
+            access.require(Action.MEMBER_REMOVE)
         removed = await rows.remove_member(conn, caller.workspace_id, channel_id, user_id)
         if removed is None:
             raise NotFound(f"{user_id} is not a member of {channel_id}")
@@ -340,3 +342,44 @@ async def remove_member(database: Database, caller: Caller, channel_id: str, use
             channel_id=channel_id,
             user_id=user_id,
         )
+
+
+async def change_member_role(
+    database: Database, caller: Caller, channel_id: str, user_id: str, role: str
+) -> MemberView:
+    """Make a member `owner`, `moderator` or `member` (domain/permissions.py: moderators of the
+    channel; owners only by owners and workspace moderators). Fires `member.updated`."""
+    customer_id("user_id", user_id)
+    if role not in CHANNEL_ROLES:
+        raise ValidationFailed("role must be one of " + ", ".join(CHANNEL_ROLES))
+    async with database.transaction() as conn:
+        access = await channel_access(conn, caller, channel_id, moderation=True)
+        access.require(Action.MEMBER_ROLE)
+        current = await rows.member_role(conn, caller.workspace_id, channel_id, user_id)
+        if current is None:
+            raise NotFound(f"{user_id} is not a member of {channel_id}")
+        if OWNER in (current, role):
+            access.require(Action.MEMBER_OWNER)
+        updated = await rows.set_member_role(conn, caller.workspace_id, channel_id, user_id, role)
+        assert updated is not None  # locked by member_role in this transaction
+        view = member_view(updated)
+        if current == role:
+            return view
+        payload = {"member": to_payload(view), "user_id": user_id}
+        await append_event(
+            conn,
+            caller.workspace_id,
+            "member.updated",
+            payload,
+            channel_id=channel_id,
+            user_id=user_id,
+        )
+        await audit.record(
+            conn,
+            caller.workspace_id,
+            actor=audit.actor_of(caller),
+            action=audit.MEMBER_ROLE_CHANGED,
+            target=f"user:{user_id}",
+            data={"channel_id": channel_id, "from": current, "to": role},
+        )
+    return view

@@ -17,15 +17,16 @@ from cariosan.config import Limits
 from cariosan.db import messages as rows
 from cariosan.db.events import append_event
 from cariosan.db.pool import Database
-from cariosan.domain import attachments
+from cariosan.domain import attachments, audit
 from cariosan.domain.access import ChannelAccess, channel_access
 from cariosan.domain.auth import Caller
 from cariosan.domain.custom_data import storable_text, valid_data
 from cariosan.domain.ids import customer_id, server_id, time_ordered_id
+from cariosan.domain.permissions import Action
 from cariosan.domain.ratelimit import check_message
 from cariosan.domain.views import AttachmentRef, MessageView, to_payload
 from cariosan.ephemeral.store import EphemeralStore
-from cariosan.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from cariosan.errors import Conflict, NotFound, ValidationFailed
 
 DEFAULT_PAGE, MAX_PAGE = 50, 200
 MAX_MENTIONS = 100
@@ -384,13 +385,12 @@ async def list_replies(
 async def edit_message(
     database: Database, limits: Limits, caller: Caller, message_id: str, text: str
 ) -> MessageView:
-    """Replace a message's text: its author, an admin user or the backend."""
+    """Replace a message's text (domain/permissions.py: its author, admins, the backend)."""
     async with database.transaction() as conn:
         row, access = await message_access(conn, caller, message_id, moderation=True)
         if row.deleted_at is not None:
             raise NotFound(f"no such message: {message_id}")
-        if row.user_id != caller.user_id and not caller.is_admin:
-            raise Forbidden("only the message's author or an admin may edit it")
+        access.require(Action.MESSAGE_EDIT, author_id=row.user_id)
         valid_text(text, limits, allow_empty=bool(row.attachment_ids))
         if not await rows.update_text(conn, caller.workspace_id, row.id, text):
             raise NotFound(f"no such message: {message_id}")
@@ -409,16 +409,22 @@ async def edit_message(
 
 
 async def delete_message(database: Database, caller: Caller, message_id: str) -> None:
-    """Soft-delete a message: its author, the channel's owner, an admin user or the backend.
+    """Soft-delete a message (domain/permissions.py: its author or a moderator of the channel).
     Deleting it again changes nothing (and writes no second event)."""
     async with database.transaction() as conn:
         row, access = await message_access(conn, caller, message_id, moderation=True)
-        if row.user_id != caller.user_id and not access.can_manage:
-            raise Forbidden(
-                "only the message's author, the channel's owner or an admin may delete it"
-            )
+        access.require(Action.MESSAGE_DELETE, author_id=row.user_id)
         if not await rows.soft_delete(conn, caller.workspace_id, row.id):
             return
+        if row.user_id != caller.user_id:
+            await audit.record(
+                conn,
+                caller.workspace_id,
+                actor=audit.actor_of(caller),
+                action=audit.MESSAGE_DELETED,
+                target=f"message:{row.id}",
+                data={"channel_id": access.channel_id, "author": row.user_id},
+            )
         deleted = await rows.get_message(conn, caller.workspace_id, caller.user_id, row.id)
         assert deleted is not None  # updated in this transaction
         await append_event(

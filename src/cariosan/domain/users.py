@@ -9,13 +9,13 @@ from cariosan.config import Limits
 from cariosan.db import events as event_rows
 from cariosan.db import users as rows
 from cariosan.db.pool import Database
-from cariosan.domain import tokens
+from cariosan.domain import audit, tokens
 from cariosan.domain.custom_data import storable_text, valid_data
 from cariosan.domain.ids import customer_id
+from cariosan.domain.permissions import WORKSPACE_ROLES
 from cariosan.domain.views import MemberView, to_payload
 from cariosan.errors import NotFound, ValidationFailed
 
-ROLES = ("user", "admin")
 MAX_NAME = 200
 MAX_URL = 2048
 
@@ -40,8 +40,8 @@ async def upsert_user(
     limits: Limits,
 ) -> tuple[rows.UserRow, bool]:
     customer_id("user_id", user_id)
-    if role is not None and role not in ROLES:
-        raise ValidationFailed("role must be 'user' or 'admin'")
+    if role is not None and role not in WORKSPACE_ROLES:
+        raise ValidationFailed("role must be one of " + ", ".join(WORKSPACE_ROLES))
     if name is not None and len(name) > MAX_NAME:
         raise ValidationFailed(f"name must have at most {MAX_NAME} characters")
     if image_url is not None and len(image_url) > MAX_URL:
@@ -52,8 +52,9 @@ async def upsert_user(
         storable_text("image_url", image_url)
     if data is not None:
         valid_data(data, limits)
-    async with database.connection() as conn:
-        return await rows.upsert_user(
+    async with database.transaction() as conn:
+        before = await rows.get_user(conn, workspace_id, user_id) if role is not None else None
+        user, created = await rows.upsert_user(
             conn,
             workspace_id,
             user_id,
@@ -63,6 +64,17 @@ async def upsert_user(
             data=data,
             fields_set=fields_set,
         )
+        previous_role = "user" if before is None else before.role
+        if user.role != previous_role:
+            await audit.record(
+                conn,
+                workspace_id,
+                actor=audit.BACKEND,
+                action=audit.ROLE_CHANGED,
+                target=f"user:{user_id}",
+                data={"from": previous_role, "to": user.role},
+            )
+    return user, created
 
 
 async def get_user(database: Database, workspace_id: uuid.UUID, user_id: str) -> rows.UserRow:
@@ -103,6 +115,15 @@ async def delete_user(
                 )
         else:
             found = await rows.anonymize_user(conn, workspace_id, user_id)
+        if found:
+            await audit.record(
+                conn,
+                workspace_id,
+                actor=audit.BACKEND,
+                action=audit.USER_DELETED,
+                target=f"user:{user_id}",
+                data={"mode": mode},
+            )
         # Taken inside the transaction, so it is not before the row's own stamp.
         deleted_at = await rows.database_now(conn)
     if not found:
@@ -115,10 +136,17 @@ async def revoke_tokens(
 ) -> None:
     """Every token of the user minted before now is refused, and its sockets closed."""
     customer_id("user_id", user_id)
-    async with database.connection() as conn:
+    async with database.transaction() as conn:
         valid_after = await rows.revoke_tokens(conn, workspace_id, user_id)
-    if valid_after is None:
-        raise NotFound(f"no such user: {user_id}")
+        if valid_after is None:
+            raise NotFound(f"no such user: {user_id}")
+        await audit.record(
+            conn,
+            workspace_id,
+            actor=audit.BACKEND,
+            action=audit.TOKENS_REVOKED,
+            target=f"user:{user_id}",
+        )
     sessions.revoked(workspace_id, user_id, tokens.micros(valid_after))
 
 

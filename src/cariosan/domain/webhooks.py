@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from cariosan.db import webhooks as rows
 from cariosan.db.pool import Database
+from cariosan.domain import audit
 from cariosan.domain.ids import server_id
 from cariosan.errors import NotFound, ValidationFailed
 from cariosan.webhooks.guard import ip_literal, is_public
@@ -30,10 +31,12 @@ EVENT_TYPES = frozenset(
         "reaction.deleted",
         "member.added",
         "member.removed",
+        "member.updated",
         "channel.created",
         "channel.updated",
         "channel.deleted",
         "read.updated",
+        "audit.recorded",
     }
 )
 STATUSES = ("pending", "succeeded", "failed")
@@ -121,10 +124,17 @@ async def rotate_secret(
     """A new signing secret; the old one signs too (a second signature) for 24 hours."""
     key = server_id("webhook", endpoint_id)
     secret = new_secret()
-    async with database.connection() as conn:
+    async with database.transaction() as conn:
         endpoint = await rows.rotate_secret(conn, workspace_id, key, secret, ROTATION_GRACE_SECONDS)
-    if endpoint is None:
-        raise NotFound("no such webhook")
+        if endpoint is None:
+            raise NotFound("no such webhook")
+        await audit.record(
+            conn,
+            workspace_id,
+            actor=audit.BACKEND,
+            action=audit.SECRET_ROTATED,
+            target=f"webhook:{key}",
+        )
     return endpoint, secret
 
 

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from cariosan.db import workspaces as db
 from cariosan.db.pool import Database
+from cariosan.domain import audit
 from cariosan.errors import NotFound, ValidationFailed
 
 SECRET_PREFIX = "cs_"
@@ -81,8 +82,16 @@ async def rotate_secret(
     if grace_seconds < 0:
         raise ValidationFailed("the grace period cannot be negative")
     secret = new_secret() if chosen is None else check_chosen_secret(chosen)
-    async with database.connection() as conn:
+    async with database.transaction() as conn:
         if await db.get_workspace(conn, workspace_id) is None:
             raise NotFound(f"no such workspace: {workspace_id}")
         ends = await db.rotate_secret(conn, workspace_id, hash_secret(secret), grace_seconds)
+        await audit.record(
+            conn,
+            workspace_id,
+            actor=audit.OPERATOR,
+            action=audit.SECRET_ROTATED,
+            target=f"workspace:{workspace_id}",
+            data={"grace_seconds": grace_seconds},
+        )
     return RotatedSecret(workspace_id, secret, ends)

@@ -17,6 +17,7 @@ from cariosan.domain.auth import Caller
 from cariosan.heap import freeze_booted_heap
 from cariosan.http import (
     attachments,
+    audit,
     auth,
     channels,
     demo,
@@ -87,6 +88,7 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
             *gateway.ROUTES,
             *webhooks.ROUTES,
             *attachments.ROUTES,
+            *audit.ROUTES,
         ],
         dependencies={
             "services": Provide(lambda: services, use_cache=True, sync_to_thread=False),

@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from cariosan.domain import channels, reads
 from cariosan.domain import typing as live_typing
 from cariosan.domain.auth import Caller
-from cariosan.domain.views import ChannelView, UserView
+from cariosan.domain.views import ChannelView, MemberView, UserView
 from cariosan.http.users import user_out
 from cariosan.services import Services
 
@@ -42,6 +42,11 @@ class ChannelPage(msgspec.Struct):
 
 class MembersIn(msgspec.Struct):
     user_ids: list[str]
+    user_id: str | None = None
+
+
+class MemberRoleIn(msgspec.Struct):
+    role: Literal["owner", "moderator", "member"]
     user_id: str | None = None
 
 
@@ -144,7 +149,7 @@ async def add_members(
     caller: NamedDependency[Caller],
     services: NamedDependency[Services],
 ) -> ChannelView:
-    """Add members (owner, admin users, the backend; anyone may join a public channel)."""
+    """Add members (moderators of the channel; anyone may join a public channel)."""
     return await channels.add_members(services.db, caller, channel_id, data.user_ids)
 
 
@@ -155,8 +160,20 @@ async def remove_member(
     caller: NamedDependency[Caller],
     services: NamedDependency[Services],
 ) -> None:
-    """Remove a member (owner, admin users, the backend), or leave (the member itself)."""
+    """Remove a member (moderators of the channel), or leave (the member itself)."""
     await channels.remove_member(services.db, caller, channel_id, user_id)
+
+
+@patch("/v1/channels/{channel_id:str}/members/{user_id:str}", tags=["channels"])
+async def change_member_role(
+    channel_id: FromPath[str],
+    user_id: FromPath[str],
+    data: JSONBody[MemberRoleIn],
+    caller: NamedDependency[Caller],
+    services: NamedDependency[Services],
+) -> MemberView:
+    """Change a member's role (moderators of the channel; see docs/moderation.md)."""
+    return await channels.change_member_role(services.db, caller, channel_id, user_id, data.role)
 
 
 @post("/v1/channels/{channel_id:str}/read", status_code=200, tags=["channels"])
@@ -197,6 +214,7 @@ ROUTES = [
     delete_channel,
     add_members,
     remove_member,
+    change_member_role,
     mark_read,
     typing,
     get_me,

@@ -20,7 +20,7 @@ from cariosan.services import Services
 class UserIn(msgspec.Struct, forbid_unknown_fields=False):
     name: str | msgspec.UnsetType | None = msgspec.UNSET
     image_url: str | msgspec.UnsetType | None = msgspec.UNSET
-    role: Literal["user", "admin"] | msgspec.UnsetType = msgspec.UNSET
+    role: Literal["user", "moderator", "admin"] | msgspec.UnsetType = msgspec.UNSET
     data: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
 
 

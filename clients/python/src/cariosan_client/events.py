@@ -116,6 +116,14 @@ class MemberRemoved(PersistedEvent, kw_only=True, frozen=True):
     member: Member
 
 
+class MemberUpdated(PersistedEvent, kw_only=True, frozen=True):
+    """A member's role changed (`member` is the member as it is now)."""
+
+    type: Literal["member.updated"] = "member.updated"
+    user_id: str
+    member: Member
+
+
 class ChannelCreated(PersistedEvent, kw_only=True, frozen=True):
     type: Literal["channel.created"] = "channel.created"
     channel: Channel
@@ -179,6 +187,7 @@ AnyEvent = (
     | ReactionDeleted
     | MemberAdded
     | MemberRemoved
+    | MemberUpdated
     | ChannelCreated
     | ChannelUpdated
     | ChannelDeleted
@@ -206,6 +215,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ReactionDeleted,
         MemberAdded,
         MemberRemoved,
+        MemberUpdated,
         ChannelCreated,
         ChannelUpdated,
         ChannelDeleted,
