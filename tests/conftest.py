@@ -221,6 +221,9 @@ def shared_settings(database_url: str, storage: Path) -> Settings:
         # Tests refused with 401 on purpose add up over a whole session from one address; the
         # per-address limit has its own test (tests/integration/test_abuse.py).
         limits=Limits(auth_failures_per_minute=1_000_000),
+        # Kept for the whole session by every test process, beside the servers of other tests:
+        # a small pool leaves the shared PostgreSQL's connections to them.
+        database_pool_size=4,
     )
 
 

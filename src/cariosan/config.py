@@ -92,6 +92,9 @@ class Settings:
     log_level: str = "info"
     # How long boot waits for PostgreSQL before giving up with a clear error.
     database_wait_seconds: float = 30.0
+    # Connections one server process keeps to PostgreSQL at most: processes x this must stay
+    # under the server's max_connections (100 by default), with room for backups and psql.
+    database_pool_size: int = 20
     limits: Limits = field(default_factory=Limits)
     # Webhooks may target private, loopback and link-local addresses (tests, trusted networks).
     webhook_allow_private: bool = False
@@ -360,6 +363,7 @@ def load_settings(
         public_url=(env.get("CARIOS_PUBLIC_URL") or "http://localhost:8080").rstrip("/"),
         log_level=log_level,
         database_wait_seconds=float(_int(env, "CARIOS_DATABASE_WAIT_SECONDS", 30, minimum=0)),
+        database_pool_size=_int(env, "CARIOS_DATABASE_POOL_SIZE", 20, minimum=2),
         limits=limits,
         webhook_allow_private=_bool(env, "CARIOS_WEBHOOK_ALLOW_PRIVATE", False),
         webhook_schedule=_schedule(env, "CARIOS_WEBHOOK_SCHEDULE"),

@@ -124,7 +124,11 @@ class Services:
         dsn = self.settings.require_database()
         started = time.monotonic()
         try:
-            prepared = await prepare_database(dsn, self.settings.database_wait_seconds)
+            prepared = await prepare_database(
+                dsn,
+                self.settings.database_wait_seconds,
+                pool_max=self.settings.database_pool_size,
+            )
         except (DatabaseUnreachable, schema.MigrationError) as exc:
             self.boot_error = str(exc)
             raise BootFailed(str(exc)) from None

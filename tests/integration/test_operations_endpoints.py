@@ -11,6 +11,7 @@ import asyncpg
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from cariosan.config import Settings
+from cariosan.db.pool import SERVER_APPLICATION_NAME
 from cariosan.db.schema import MIGRATION_LOCK_KEY
 from cariosan.domain.workspaces import NewWorkspace
 from cariosan.obs.tracing import build_tracer_provider
@@ -192,3 +193,20 @@ async def test_a_booted_server_keeps_its_startup_heap_out_of_collections(
         assert (await http.get("/readyz")).status_code == 200
     # What boot made lives as long as the process; a full collection would walk it each time.
     assert gc.get_freeze_count() > 10_000
+
+
+async def test_the_pool_keeps_to_its_configured_size(settings: Settings) -> None:
+    """CARIOS_DATABASE_POOL_SIZE caps the connections one server process opens."""
+    async with start_server(settings.with_overrides(database_pool_size=3)) as running:
+        db = running.services.db
+        async with db.connection() as a, db.connection(), db.connection():
+            fourth = asyncio.create_task(db.fetchval("SELECT 1"))
+            await asyncio.sleep(0.2)
+            assert not fourth.done(), "a fourth connection was opened"
+            opened = await a.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = $1",
+                SERVER_APPLICATION_NAME,
+            )
+            assert opened == 3
+        assert await fourth == 1

@@ -58,6 +58,7 @@ def test_every_variable_is_read() -> None:
         "CARIOS_PRESENCE_HEARTBEAT_SECONDS": "1",
         "CARIOS_PRESENCE_NODE_TTL_SECONDS": "3",
         "CARIOS_REVOCATION_CHECK_SECONDS": "2s",
+        "CARIOS_DATABASE_POOL_SIZE": "8",
     }
     s = load_settings(env, dotenv=None)
     assert s.database_url == "postgresql://u:p@db:5432/c"
@@ -79,6 +80,8 @@ def test_every_variable_is_read() -> None:
     assert s.webhook_lease_seconds == 5
     assert (s.presence_heartbeat_seconds, s.presence_node_ttl_seconds) == (1, 3)
     assert s.revocation_check_seconds == 2
+    assert s.database_pool_size == 8
+    assert load_settings({}, dotenv=None).database_pool_size == 20
 
 
 def test_dotenv_fills_in_and_environment_wins(tmp_path: Path) -> None:
