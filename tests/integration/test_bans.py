@@ -244,10 +244,8 @@ async def test_a_workspace_ban_closes_open_sockets_with_4003_and_refuses_new_one
         live(server.url, tokens["alice"]) as alice_live,
         live(server.url, tokens["bob"]) as bob_live,
     ):
-        started = asyncio.get_running_loop().time()
         await _ban(server, tokens["mod"], user_id="alice")
         assert await alice_live.close_code(timeout=5) == 4003
-        assert asyncio.get_running_loop().time() - started < 5
         # Bob's socket is not touched.
         await bob_live.send({"type": "ping"})
         assert (await bob_live.next())["type"] == "pong"
@@ -356,6 +354,7 @@ async def test_bad_ban_requests_get_clear_errors(
             ({"user_id": "alice", "reason": "nul\x00"}, 422),
             ({"user_id": "alice", "expires_at": "tomorrow"}, 400),
             ({"user_id": "alice", "expires_at": "2099-01-01T00:00:00"}, 422),
+            ({"user_id": "alice", "expires_at": "9999-12-31T23:59:59-14:00"}, 422),
             ({}, 400),
         ]:
             response = await mod.post("/v1/bans", json=body)
@@ -398,14 +397,19 @@ async def test_ban_events_reach_only_those_concerned(
     server: RunningServer, workspace: NewWorkspace, tokens: dict[str, str]
 ) -> None:
     channel = await _channel(server, tokens["bob"], ["alice"])
+    types = ("user.banned", "user.unbanned")
     async with backend_client(server, workspace) as backend:
         start = (await backend.get("/v1/events")).json()["latest_seq"]
+        hooked = await backend.post(
+            "/v1/webhooks", json={"url": "https://example.com/hook", "events": list(types)}
+        )
+        assert hooked.status_code == 201, hooked.text
+        hook = hooked.json()["id"]
     async with (
         live(server.url, tokens["alice"]) as alice_live,
         live(server.url, tokens["bob"]) as bob_live,
         live(server.url, tokens["carol"]) as carol_live,
     ):
-        types = ("user.banned", "user.unbanned")
         # A channel ban: to the channel's members, with channel_id.
         await _ban(server, tokens["bob"], user_id="alice", channel_id=channel, reason="r1")
         for client in (alice_live, bob_live):
@@ -445,7 +449,12 @@ async def test_ban_events_reach_only_those_concerned(
             "user.banned",
             "user.banned",
         ]
-        hooked = await backend.post(
-            "/v1/webhooks", json={"url": "https://example.com/hook", "events": list(types)}
-        )
-        assert hooked.status_code == 201, hooked.text
+        # Webhooks receive every one of them, the shadow ban's too.
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:
+            listed = await backend.get(f"/v1/webhooks/{hook}/deliveries", params={"limit": 50})
+            hooked_types = sorted(d["event_type"] for d in listed.json()["deliveries"])
+            if len(hooked_types) >= 4 or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert hooked_types == ["user.banned"] * 3 + ["user.unbanned"]

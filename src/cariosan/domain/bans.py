@@ -128,6 +128,10 @@ def _valid_expiry(expires_at: datetime | None) -> datetime | None:
         return None
     if expires_at.tzinfo is None:
         raise ValidationFailed("expires_at must be an RFC 3339 time with a time zone")
+    try:
+        expires_at = expires_at.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00
+        raise ValidationFailed("expires_at is out of range") from None
     if expires_at <= datetime.now(UTC):
         raise ValidationFailed("expires_at must be in the future")
     return expires_at
