@@ -11,7 +11,9 @@ is marked so (`messages.shadow`) and shown to its author only: not in others' hi
 list (`last_message`, unread counts), search, live events or catch-up, and others reach it by id
 as if it did not exist. The backend acting as itself sees everything, and webhooks receive the
 events of such messages too (the backend decides what to do with them). The mark stays after
-the ban ends: lifting a shadow ban does not publish what was hidden.
+the ban ends: lifting a shadow ban does not publish what was hidden. So that others notice nothing,
+such a message moves neither the channel's activity (`last_message_at`, the list's order) nor
+its parent's `reply_count`, also as its author sees them.
 
 A workspace ban (not a shadow one) closes the user's open sockets with 4003 on every node, and
 new sockets are refused with 4003 while it lasts.
