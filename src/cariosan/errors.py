@@ -60,6 +60,13 @@ class EventsExpired(CariosanError):
         self.latest_seq = latest_seq
 
 
+class Banned(CariosanError):
+    """The user is banned from the workspace or the channel (issue 14): the message gives the
+    reason and until when."""
+
+    code = "BANNED"
+
+
 class Unavailable(CariosanError):
     """A backing store (PostgreSQL, Redis, S3) cannot be reached right now."""
 

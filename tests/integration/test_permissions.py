@@ -230,6 +230,17 @@ async def _audit(case: Case) -> httpx.Response:
     return await case.http.get("/v1/audit")
 
 
+# Bans (issue 14, point 2): the body's user_id is the banned user (a bystander).
+async def _ban_workspace(case: Case) -> httpx.Response:
+    return await case.http.post("/v1/bans", json={"user_id": "bystander"})
+
+
+async def _ban_channel(case: Case) -> httpx.Response:
+    return await case.http.post(
+        "/v1/bans", json={"user_id": "bystander", "channel_id": case.channel}
+    )
+
+
 PERFORMERS: dict[Action, Performer] = {
     Action.CHANNEL_UPDATE: _update,
     Action.CHANNEL_DELETE: _delete_channel,
@@ -242,6 +253,9 @@ PERFORMERS: dict[Action, Performer] = {
     Action.MESSAGE_EDIT: _edit,
     Action.MESSAGE_DELETE: _delete_message,
     Action.AUDIT_READ: _audit,
+    # Bans (issue 14, point 2).
+    Action.BAN_WORKSPACE: _ban_workspace,
+    Action.BAN_CHANNEL: _ban_channel,
 }
 
 

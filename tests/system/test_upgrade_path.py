@@ -144,6 +144,21 @@ async def _seed_audit_log(conn: asyncpg.Connection, ws: uuid.UUID, step: int) ->
     )
 
 
+async def _seed_bans(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> None:
+    await conn.execute(
+        "INSERT INTO bans (workspace_id, id, user_id, channel_id, reason, shadow, created_by) "
+        "VALUES ($1, $2, 'alice', 'room', $3, true, 'backend')",
+        ws,
+        uuid.uuid5(ws, "ban"),
+        f"step {step}",
+    )
+    await conn.execute(
+        "UPDATE messages SET shadow = true WHERE workspace_id = $1 AND id = $2",
+        ws,
+        uuid.uuid5(ws, "message"),
+    )
+
+
 # Rows valid at each schema version, written at that version and at every later one. A new
 # migration adds its entry here, so that its tables carry data through later upgrades too.
 # Each entry: (the seed, a table it writes one row to per step, counted at the end), or None for
@@ -159,6 +174,7 @@ SEEDS: dict[int, tuple[Seed, str] | None] = {
     # Fills the new columns of the row version 4 writes: still one attachment per step.
     8: (_seed_attachment_seal, "attachments"),
     9: (_seed_audit_log, "audit_log"),
+    10: (_seed_bans, "bans"),
 }
 
 

@@ -2,8 +2,8 @@ import { CariosanError } from "./errors.js";
 import { compact, Connection, type FetchLike, type Query, segment } from "./http.js";
 import { LiveStream, type WebSocketConstructor } from "./live.js";
 import type {
-  Channel, ChannelPage, ChannelType, Download, EventPage, JsonObject, Me, Member, MemberRole, Message,
-  MessagePage, Upload,
+  Ban, BanPage, Channel, ChannelPage, ChannelType, Download, EventPage, JsonObject, Me, Member, MemberRole,
+  Message, MessagePage, Upload,
 } from "./types.js";
 
 /** Returns a fresh user JWT (from your backend); called again once when a token is refused. */
@@ -372,4 +372,48 @@ export class ChatClient {
       afterSeq: options.afterSeq ?? null,
     });
   }
+
+  // -- bans (issue 14, point 2) ----------------------------------------------------------------
+
+  /**
+   * Ban a user from the workspace (no `channelId`: workspace moderators) or from a channel (its
+   * moderators too), until `expiresAt` (RFC 3339; none: until unbanned). `shadow`: the user may
+   * still send, and nobody else sees what it sends. The banned user's calls then fail with a
+   * `CariosanError` of code `BANNED`.
+   */
+  banUser(userId: string, options: BanOptions = {}): Promise<Ban> {
+    return this.request("POST", "/v1/bans", { body: banBody(userId, options) });
+  }
+
+  /** Lift the user's workspace ban, or its ban of `channelId` (`NOT_FOUND` without one). */
+  async unbanUser(userId: string, options: { channelId?: string } = {}): Promise<void> {
+    await this.request("DELETE", `/v1/bans/${segment(userId)}`, { query: { channel_id: options.channelId } });
+  }
+
+  /** A page of active bans, newest first (all, or `channelId`'s); pass `next_cursor` back as `cursor`. */
+  listBans(options: { channelId?: string; limit?: number; cursor?: string } = {}): Promise<BanPage> {
+    const query = { channel_id: options.channelId, limit: options.limit, cursor: options.cursor };
+    return this.request("GET", "/v1/bans", { query });
+  }
+}
+
+// Bans (issue 14, point 2).
+export interface BanOptions {
+  channelId?: string;
+  reason?: string;
+  /** RFC 3339, or a Date. */
+  expiresAt?: string | Date;
+  shadow?: boolean;
+}
+
+/** The body of `POST /v1/bans` (shared with ServerClient). */
+export function banBody(userId: string, options: BanOptions): Record<string, unknown> {
+  const expires = options.expiresAt instanceof Date ? options.expiresAt.toISOString() : options.expiresAt;
+  return compact({
+    user_id: userId,
+    channel_id: options.channelId,
+    reason: options.reason,
+    expires_at: expires,
+    shadow: options.shadow ?? false,
+  });
 }

@@ -16,6 +16,8 @@ export type WebSocketConstructor = new (url: string) => WebSocketLike;
 /** Close codes of the server (docs/realtime.md). */
 export const CLOSE_UNAUTHORIZED = 4001;
 export const CLOSE_RATE_LIMITED = 4008;
+/** Banned from the workspace (issue 14): reconnecting is refused while the ban lasts. */
+export const CLOSE_BANNED = 4003;
 
 /** Reconnect delays in milliseconds (jittered ±50 %): the first, doubling up to `maxMs`; at least `rateLimitedMs` after a 4008 close. */
 export const BACKOFF = { firstMs: 250, maxMs: 30_000, rateLimitedMs: 2000 };
@@ -210,6 +212,10 @@ export class LiveStream {
       this.socket = null;
       if (this.closed) return;
       this.reconnects += 1;
+      if (close.code === CLOSE_BANNED) {
+        this.fail(new CariosanError("the WebSocket was closed: the user is banned from the workspace (4003)", { code: "BANNED", status: 403 }));
+        return;
+      }
       if (close.code === CLOSE_UNAUTHORIZED) {
         this.refusedInARow += 1;
         if (!this.options.refresh || this.refusedInARow > 1) {

@@ -1,7 +1,9 @@
-import { ChatClient } from "./chat.js";
+import { banBody, type BanOptions, ChatClient } from "./chat.js";
 import { CariosanError } from "./errors.js";
 import { compact, Connection, type FetchLike, type Query, segment } from "./http.js";
-import type { AuditPage, DeliveryPage, DeliveryStatus, JsonObject, PersistedEvent, Token, User, Webhook } from "./types.js";
+import type {
+  AuditPage, Ban, BanPage, DeliveryPage, DeliveryStatus, JsonObject, PersistedEvent, Token, User, Webhook,
+} from "./types.js";
 
 export interface ServerClientOptions {
   baseUrl: string;
@@ -97,6 +99,29 @@ export class ServerClient {
 
   async replayDelivery(webhookId: string, deliveryId: string): Promise<void> {
     await this.request("POST", `/v1/webhooks/${segment(webhookId)}/deliveries/${segment(deliveryId)}/replay`);
+  }
+
+  // -- bans (issue 14, point 2) ----------------------------------------------------------------
+
+  /**
+   * Ban a user from the workspace (no `channelId`: workspace moderators) or from a channel (its
+   * moderators too), until `expiresAt` (RFC 3339; none: until unbanned). `shadow`: the user may
+   * still send, and nobody else sees what it sends. The banned user's calls then fail with a
+   * `CariosanError` of code `BANNED`.
+   */
+  banUser(userId: string, options: BanOptions = {}): Promise<Ban> {
+    return this.request("POST", "/v1/bans", { body: banBody(userId, options) });
+  }
+
+  /** Lift the user's workspace ban, or its ban of `channelId` (`NOT_FOUND` without one). */
+  async unbanUser(userId: string, options: { channelId?: string } = {}): Promise<void> {
+    await this.request("DELETE", `/v1/bans/${segment(userId)}`, { query: { channel_id: options.channelId } });
+  }
+
+  /** A page of active bans, newest first (all, or `channelId`'s); pass `next_cursor` back as `cursor`. */
+  listBans(options: { channelId?: string; limit?: number; cursor?: string } = {}): Promise<BanPage> {
+    const query = { channel_id: options.channelId, limit: options.limit, cursor: options.cursor };
+    return this.request("GET", "/v1/bans", { query });
   }
 }
 

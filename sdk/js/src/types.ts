@@ -206,6 +206,31 @@ export interface EventPage {
 }
 export const EVENT_PAGE_FIELDS = fields<EventPage>()(["events", "latest_seq", "has_more"]);
 
+// Bans (issue 14, point 2).
+export interface Ban {
+  id: string;
+  user_id: string;
+  /** null: banned from the whole workspace. */
+  channel_id: string | null;
+  reason: string | null;
+  /** null: until unbanned. */
+  expires_at: Timestamp | null;
+  /** The user may still send; nobody else sees what it sends. */
+  shadow: boolean;
+  /** The moderator's user id, or "backend". */
+  created_by: string;
+  created_at: Timestamp;
+}
+export const BAN_FIELDS = fields<Ban>()([
+  "id", "user_id", "channel_id", "reason", "expires_at", "shadow", "created_by", "created_at",
+]);
+
+export interface BanPage {
+  bans: Ban[];
+  next_cursor: string | null;
+}
+export const BAN_PAGE_FIELDS = fields<BanPage>()(["bans", "next_cursor"]);
+
 /** The OpenAPI component each model mirrors, for test/schema.test.ts. */
 export const SCHEMA_COMPONENTS = {
   UserView: USER_FIELDS,
@@ -224,6 +249,9 @@ export const SCHEMA_COMPONENTS = {
   EventPage: EVENT_PAGE_FIELDS,
   AuditEntry: AUDIT_ENTRY_FIELDS,
   AuditPage: AUDIT_PAGE_FIELDS,
+  // Bans (issue 14, point 2).
+  BanView: BAN_FIELDS,
+  BanPage: BAN_PAGE_FIELDS,
 } as const;
 /** Fields the SDK knows that a server may not publish yet (API.md "Additions in progress"). */
 export const PENDING_FIELDS: Readonly<Record<string, readonly string[]>> = {
@@ -262,6 +290,11 @@ export interface ReadUpdatedEvent extends Persisted<"read.updated"> {
   unread_count: number;
 }
 
+// Bans (issue 14, point 2): a channel ban goes to the channel's members (with `channel_id`), a
+// workspace ban to the banned user.
+export interface UserBannedEvent extends Persisted<"user.banned"> { user_id: string; ban: Ban; }
+export interface UserUnbannedEvent extends Persisted<"user.unbanned"> { user_id: string; ban: Ban; }
+
 /** Events with a `seq`: stored, replayed after a reconnect, and returned by `events()`. */
 export type PersistedEvent =
   | MessageNewEvent
@@ -275,7 +308,10 @@ export type PersistedEvent =
   | ChannelCreatedEvent
   | ChannelUpdatedEvent
   | ChannelDeletedEvent
-  | ReadUpdatedEvent;
+  | ReadUpdatedEvent
+  // Bans (issue 14, point 2).
+  | UserBannedEvent
+  | UserUnbannedEvent;
 
 export interface TypingStartEvent { type: "typing.start"; channel_id: string; user_id: string; }
 export interface TypingStopEvent { type: "typing.stop"; channel_id: string; user_id: string; }

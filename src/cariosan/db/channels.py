@@ -104,6 +104,8 @@ _SELECT = f"""
             FROM messages m
             WHERE m.workspace_id = c.workspace_id AND m.channel_id = c.id
               AND m.parent_id IS NULL AND m.deleted_at IS NULL
+              -- Shadow-banned messages: their author's last message only (domain/bans.py).
+              AND (NOT m.shadow OR $2::text IS NULL OR m.user_id = $2::text)
             ORDER BY m.created_at DESC, m.id DESC LIMIT 1
         ) last
     ) lm ON true

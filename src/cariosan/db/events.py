@@ -39,6 +39,9 @@ class EventRow:
     created_at: datetime
     # Events about a message refer to it; reads show the message as it is now.
     message_id: uuid.UUID | None = None
+    # Set when resolved (domain/events.py) for a shadow-banned message: the only user who may
+    # read the event, its author.
+    visible_to: str | None = None
 
 
 @dataclass(frozen=True)

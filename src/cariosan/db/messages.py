@@ -41,6 +41,8 @@ class MessageRow:
     own_reactions: list[str]
     # {id, filename, content_type, size} of each attachment, in the order the message gave them.
     attachments: list[dict[str, Any]]
+    # Sent under a shadow ban: shown to its author only (domain/bans.py).
+    shadow: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,11 @@ class Position:
 
 _COLUMNS = """
     m.workspace_id, m.id, m.channel_id, m.user_id, m.text, m.parent_id, m.reply_count,
-    m.mentions, m.attachment_ids, m.data, m.created_at, m.edited_at, m.deleted_at
+    m.mentions, m.attachment_ids, m.data, m.created_at, m.edited_at, m.deleted_at, m.shadow
 """
+
+# Hides shadow-banned messages from everyone but their author ($2) and the backend ($2 NULL).
+_VISIBLE = "(NOT m.shadow OR $2::text IS NULL OR m.user_id = $2::text)"
 
 
 def _with_reactions(order: str) -> str:
@@ -113,6 +118,7 @@ def _row(r: asyncpg.Record) -> MessageRow:
         msgspec.json.decode(r["reactions"]),
         list(r["own_reactions"]),
         msgspec.json.decode(r["attachments"]),
+        r["shadow"],
     )
 
 
@@ -203,7 +209,7 @@ _PAGES = {
     (scope, direction): f"""
         WITH page AS (
             SELECT {_COLUMNS} FROM messages m
-            WHERE m.workspace_id = $1 AND {where} {condition}
+            WHERE m.workspace_id = $1 AND {where} {condition} AND {_VISIBLE}
             ORDER BY {order} LIMIT $4
         )
         {_OLDEST_FIRST}
@@ -254,6 +260,7 @@ async def search(
             WHERE m.workspace_id = $1
               AND m.search @@ plainto_tsquery('simple', $3)
               AND m.deleted_at IS NULL
+              AND {_VISIBLE}
               AND ($4::text IS NULL OR m.channel_id = $4)
               AND ($2::text IS NULL OR m.channel_id IN (
                   SELECT cm.channel_id FROM channel_members cm
@@ -305,6 +312,7 @@ async def insert_message(
     mentions: list[str],
     attachment_ids: list[uuid.UUID],
     data: dict[str, Any],
+    shadow: bool = False,
 ) -> MessageRow | None:
     """Store a new message; None if one with this id exists already. A concurrent insert of the
     same id waits for the other transaction, so the loser then finds the winner's row."""
@@ -313,8 +321,8 @@ async def insert_message(
             f"""
             INSERT INTO messages AS m
                 (workspace_id, id, channel_id, user_id, text, parent_id, mentions, data,
-                 attachment_ids)
-            VALUES ($1, $2, $3, $4, $5, $6, $7::text[], $8::jsonb, $9::uuid[])
+                 attachment_ids, shadow)
+            VALUES ($1, $2, $3, $4, $5, $6, $7::text[], $8::jsonb, $9::uuid[], $10)
             ON CONFLICT (workspace_id, id) DO NOTHING
             RETURNING {_COLUMNS}, '{{}}'::jsonb AS reactions, '{{}}'::text[] AS own_reactions,
                 '[]'::jsonb AS attachments
@@ -328,6 +336,7 @@ async def insert_message(
             mentions,
             _json(data),
             attachment_ids,
+            shadow,
         )
     )
     return None if r is None else _row(r)

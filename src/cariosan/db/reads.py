@@ -36,6 +36,8 @@ UNREAD_COUNT_SQL = f"""
                   coalesce(me.last_read_message_id, '00000000-0000-0000-0000-000000000000'::uuid)
               )
               AND u.deleted_at IS NULL AND u.user_id <> me.user_id
+              -- Others' shadow-banned messages are not shown, so not unread (domain/bans.py).
+              AND NOT u.shadow
             ORDER BY u.created_at, u.id
             LIMIT {UNREAD_CAP}
         ) unread

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from cariosan.db import members
+from cariosan.db.bans import ActiveBan
 from cariosan.domain import permissions
 from cariosan.domain.auth import Caller
 from cariosan.domain.ids import customer_id
@@ -23,6 +24,8 @@ class ChannelAccess:
     type: str
     member_role: str | None
     caller: Caller
+    # The caller's user's active ban of the workspace or this channel (domain/bans.py).
+    ban: ActiveBan | None = None
 
     @property
     def is_member(self) -> bool:
@@ -68,7 +71,7 @@ async def channel_access(
     row = await members.channel_access(conn, caller.workspace_id, channel_id, caller.user_id)
     if row is None:
         raise NotFound(f"no such channel: {channel_id}")
-    access = ChannelAccess(row.channel_id, row.type, row.member_role, caller)
+    access = ChannelAccess(row.channel_id, row.type, row.member_role, caller, row.ban)
     if access.is_member:
         return access
     if caller.is_server and caller.user_id is None:

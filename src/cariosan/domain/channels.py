@@ -17,7 +17,7 @@ from cariosan.db import channels as rows
 from cariosan.db import users as user_rows
 from cariosan.db.events import append_event
 from cariosan.db.pool import Database
-from cariosan.domain import audit
+from cariosan.domain import audit, bans
 from cariosan.domain.access import MEMBER, OWNER, channel_access
 from cariosan.domain.auth import Caller
 from cariosan.domain.custom_data import storable_text, valid_data
@@ -158,6 +158,7 @@ async def create_channel(
     valid_data(data, limits)
     member_ids, roles, dm_key = _first_members(caller, type, members)
     async with database.transaction() as conn:
+        bans.refuse_if_banned(await bans.workspace_ban(conn, caller))
         await _require_users(conn, caller, member_ids)
         inserted = await rows.insert_channel(
             conn,
@@ -304,6 +305,7 @@ async def add_members(
     async with database.transaction() as conn:
         await _check_may_add(conn, caller, channel_id, wanted)
         await _require_users(conn, caller, wanted)
+        await bans.refuse_banned_members(conn, caller, channel_id, wanted)
         added = await rows.add_members(
             conn, caller.workspace_id, channel_id, wanted, [MEMBER] * len(wanted)
         )

@@ -68,12 +68,16 @@ async def resolve(
             continue
         message = messages.get(row.message_id)
         if message is not None:
-            resolved.append(replace(row, payload={**row.payload, **shared_payload(message)}))
+            payload = {**row.payload, **shared_payload(message)}
+            visible_to = message.user_id if message.shadow else None
+            resolved.append(replace(row, payload=payload, visible_to=visible_to))
     return resolved
 
 
 def may_read(row: EventRow, user_id: str, channels: dict[str, ReaderChannel]) -> bool:
     """Whether `user_id` may read this event of its own or of one of its `channels`."""
+    if row.visible_to is not None and row.visible_to != user_id:
+        return False  # about another user's shadow-banned message (domain/bans.py)
     if row.user_id == user_id:
         return True
     channel = channels.get(row.channel_id or "")
@@ -128,6 +132,9 @@ async def events_since(
         has_more = len(found) > limit or walked_to is not None
         found = found[:limit]
         resolved = await resolve(conn, workspace_id, readable)
+        if caller.user_id is not None:
+            # Only resolving tells which events are about shadow-banned messages.
+            resolved = [r for r in resolved if r.visible_to in (None, caller.user_id)]
     if walked_to is not None:
         latest = walked_to  # the walk's bound ended the page: everything up to it was seen
     elif has_more:

@@ -12,11 +12,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from cariosan.db import bans as ban_rows
 from cariosan.db import events as event_rows
 from cariosan.db import realtime as live_rows
 from cariosan.db.events import EventRow
 from cariosan.db.pool import Database
-from cariosan.domain import events, tokens
+from cariosan.domain import bans, events, tokens
 from cariosan.domain.auth import Caller, authenticate
 from cariosan.domain.workspaces import SECRET_PREFIX
 from cariosan.errors import Unauthorized
@@ -126,6 +127,9 @@ async def authenticate_live(database: Database, jwt_secrets: list[str], token: s
         raise Unauthorized("the WebSocket needs a user token")
     claims = tokens.verify(token, jwt_secrets)
     caller = await authenticate(database, jwt_secrets, token, None)
+    async with database.connection() as conn:
+        # A socket is refused while a workspace ban lasts (BANNED: close code 4003).
+        bans.refuse_if_banned(await bans.workspace_ban(conn, caller))
     return LiveCaller(
         caller, caller.require_user(), claims.expires_at, claims.issued_at_us, claims.key_id
     )
@@ -149,6 +153,16 @@ async def revoked_sessions(
         if floor is not None and issued < tokens.micros(floor):
             refused.add((user_id, issued))
     return refused
+
+
+async def banned_users(
+    database: Database, workspace_id: uuid.UUID, user_ids: list[str]
+) -> set[str]:
+    """Of `user_ids`, those banned from the workspace now (shadow bans do not count: the user
+    must not notice them)."""
+    async with database.connection() as conn:
+        found = await ban_rows.hard_bans_among(conn, workspace_id, None, user_ids)
+    return set(found)
 
 
 async def mark_active(database: Database, workspace_id: uuid.UUID, user_ids: list[str]) -> None:

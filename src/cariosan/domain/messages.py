@@ -17,7 +17,7 @@ from cariosan.config import Limits
 from cariosan.db import messages as rows
 from cariosan.db.events import append_event
 from cariosan.db.pool import Database
-from cariosan.domain import attachments, audit
+from cariosan.domain import attachments, audit, bans
 from cariosan.domain.access import ChannelAccess, channel_access
 from cariosan.domain.auth import Caller
 from cariosan.domain.custom_data import storable_text, valid_data
@@ -118,7 +118,9 @@ async def message_access(
     when it does not exist or the caller may not see its channel."""
     key = server_id("message", message_id)
     row = await rows.get_message(conn, caller.workspace_id, caller.user_id, key)
-    if row is None:
+    # Another user's shadow-banned message does not exist for the caller (domain/bans.py).
+    hidden = row is not None and row.shadow and caller.user_id not in (None, row.user_id)
+    if row is None or hidden:
         raise NotFound(f"no such message: {message_id}")
     try:
         access = await channel_access(conn, caller, row.channel_id, moderation=moderation)
@@ -199,6 +201,9 @@ async def _store_message(
         access = await channel_access(conn, caller, channel_id)
         if not access.is_member:
             raise NotFound(f"no such channel: {channel_id}")
+        # Learnt by the membership query above: no round trip of its own.
+        bans.refuse_if_banned(access.ban)
+        shadow = access.ban is not None and access.ban.shadow
         if parent_id is not None:
             await _check_parent(conn, caller, channel_id, parent_id)
         if mentions:
@@ -227,6 +232,7 @@ async def _store_message(
             mentions=mentions,
             attachment_ids=[uuid.UUID(f.id) for f in files],
             data=draft.data,
+            shadow=shadow,
         )
         if row is None:
             return await _original(conn, caller, channel_id, message_id), False
@@ -240,7 +246,10 @@ async def _store_message(
             message_id=row.id,
             actor_id=user_id,
         )
-        if parent_id is not None:
+        if shadow:
+            # Others must not notice it: neither a reply count nor the channel's activity moves.
+            pass
+        elif parent_id is not None:
             await rows.count_reply(conn, caller.workspace_id, parent_id)
         else:
             # Replies stay in their thread: only top-level messages are the channel's activity.

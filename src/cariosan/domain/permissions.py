@@ -56,6 +56,9 @@ class Action(StrEnum):
     MESSAGE_EDIT = "edit a message"
     MESSAGE_DELETE = "delete a message"
     AUDIT_READ = "read the audit log"
+    # Bans (issue 14, point 2).
+    BAN_WORKSPACE = "ban, unban or list bans workspace-wide"
+    BAN_CHANNEL = "ban, unban or list bans in a channel"
 
 
 # Whoever may moderate a channel: "mod" in API.md.
@@ -103,6 +106,9 @@ TABLE: dict[Action, dict[str, frozenset[Who]]] = {
     Action.MESSAGE_EDIT: _every_type({Who.BACKEND, Who.ADMIN, Who.AUTHOR}),
     Action.MESSAGE_DELETE: _every_type(_CHANNEL_MODS | {Who.AUTHOR}),
     Action.AUDIT_READ: _workspace({Who.BACKEND, Who.ADMIN}),
+    # Bans (issue 14, point 2).
+    Action.BAN_WORKSPACE: _workspace(_WORKSPACE_MODS),
+    Action.BAN_CHANNEL: _every_type(_CHANNEL_MODS),
 }
 
 

@@ -7,6 +7,7 @@ import re
 from cariosan.db import messages as rows
 from cariosan.db.events import append_event
 from cariosan.db.pool import Database
+from cariosan.domain import bans
 from cariosan.domain.auth import Caller
 from cariosan.domain.messages import message_access, message_view
 from cariosan.domain.views import MessageView
@@ -33,6 +34,7 @@ async def add_reaction(
             raise NotFound(f"no such message: {message_id}")
         if row.deleted_at is not None:
             raise NotFound(f"no such message: {message_id}")
+        bans.refuse_if_banned(access.ban)
         added_at = await rows.add_reaction(conn, caller.workspace_id, row.id, type, user_id)
         changed = await rows.get_message(conn, caller.workspace_id, user_id, row.id)
         if changed is None or changed.deleted_at is not None:

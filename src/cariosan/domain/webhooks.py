@@ -37,6 +37,9 @@ EVENT_TYPES = frozenset(
         "channel.deleted",
         "read.updated",
         "audit.recorded",
+        # Bans (issue 14, point 2).
+        "user.banned",
+        "user.unbanned",
     }
 )
 STATUSES = ("pending", "succeeded", "failed")

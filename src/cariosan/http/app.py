@@ -19,6 +19,7 @@ from cariosan.http import (
     attachments,
     audit,
     auth,
+    bans,
     channels,
     demo,
     docs,
@@ -89,6 +90,8 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
             *webhooks.ROUTES,
             *attachments.ROUTES,
             *audit.ROUTES,
+            # Bans (issue 14, point 2).
+            *bans.ROUTES,
         ],
         dependencies={
             "services": Provide(lambda: services, use_cache=True, sync_to_thread=False),

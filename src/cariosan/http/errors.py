@@ -17,6 +17,7 @@ REQUEST_ID_KEY = "cariosan.request_id"
 _STATUS_OF_CODE = {
     "UNAUTHORIZED": 401,
     "FORBIDDEN": 403,
+    "BANNED": 403,
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
     "CONFLICT": 409,

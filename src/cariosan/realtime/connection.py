@@ -10,11 +10,14 @@ nor a duplicate. A client that does not keep up overflows its queue and is close
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
 # Close codes (API.md): the client should reconnect and `resume` after TOO_SLOW and GOING_AWAY.
 UNAUTHORIZED = 4001
+# The user is banned from the workspace (domain/bans.py): reconnecting is refused while it lasts.
+BANNED = 4003
 RATE_LIMITED = 4008
 TOO_SLOW = 4009
 # A user already has `max_sockets_per_user` open sockets on this server: the newest is refused.
@@ -70,6 +73,8 @@ class LiveConnection:
         # Of the token the socket authenticated with: revocations and retired secrets close it.
         self.issued_at_us = issued_at_us
         self.key_id = key_id
+        # When it authenticated (monotonic): a ban learnt after this closes it on joining.
+        self.opened_at = time.monotonic()
         self.sent_seq = 0
         self.queue: asyncio.Queue[tuple[str, float | None]] = asyncio.Queue(maxsize=queue_size)
         self.closed = asyncio.Event()

@@ -21,9 +21,10 @@ from cariosan.domain import live
 from cariosan.domain import typing as typing_rules
 from cariosan.domain.events import MAX_PAGE, encode, events_since
 from cariosan.domain.ids import MAX_SEQ
-from cariosan.errors import CariosanError, EventsExpired, RateLimited, Unauthorized
+from cariosan.errors import Banned, CariosanError, EventsExpired, RateLimited, Unauthorized
 from cariosan.obs.logging import get_logger
 from cariosan.realtime.connection import (
+    BANNED,
     INTERNAL_ERROR,
     RATE_LIMITED,
     TOO_MANY_SOCKETS,
@@ -235,6 +236,9 @@ async def live_socket(
         return
     except Unauthorized as exc:
         await _close(socket, UNAUTHORIZED, exc.message)
+        return
+    except Banned as exc:
+        await _close(socket, BANNED, exc.message)
         return
     except CariosanError as exc:
         log.warning("ws_auth_unavailable", error=exc.code, detail=exc.message)

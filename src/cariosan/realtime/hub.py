@@ -33,7 +33,7 @@ from cariosan.domain.jwt_keys import KeyRing
 from cariosan.obs.logging import get_logger
 from cariosan.obs.metrics import Metrics
 from cariosan.realtime.bus import Bus
-from cariosan.realtime.connection import GOING_AWAY, UNAUTHORIZED, LiveConnection
+from cariosan.realtime.connection import BANNED, GOING_AWAY, UNAUTHORIZED, LiveConnection
 
 log = get_logger("cariosan.realtime")
 
@@ -44,6 +44,7 @@ LINGER_SECONDS = 30.0
 REVOCATION_MEMORY_SECONDS = 120.0
 REVOKED = "the token was revoked: get a new one"
 RETIRED = "the token's signing secret was retired: get a new token"
+BANNED_REASON = "banned from the workspace"
 
 
 class Dispatcher:
@@ -127,6 +128,8 @@ class Dispatcher:
         text: str | None = None
         created = row.created_at.timestamp()
         for user_id in self.audience.recipients(row):
+            if row.visible_to is not None and user_id != row.visible_to:
+                continue  # another user's shadow-banned message (domain/bans.py)
             conns = self.users.get(user_id)
             if not conns:
                 continue
@@ -182,6 +185,8 @@ class Hub:
         self._revocations: OrderedDict[tuple[uuid.UUID, str], tuple[int, float]] = OrderedDict()
         self._checker: asyncio.Task[None] | None = None
         self._check_now = asyncio.Event()
+        # (workspace, user) -> when a workspace ban of the user was learnt (monotonic).
+        self._bans: OrderedDict[tuple[uuid.UUID, str], float] = OrderedDict()
 
     def start(self) -> None:
         self.bus.start(self.wake, self.on_ephemeral, self._bus_reconnected, self.on_control)
@@ -202,6 +207,25 @@ class Hub:
             {"kind": "revoke", "ws": str(workspace_id), "user": user_id, "after": valid_after_us}
         )
 
+    def banned(self, workspace_id: uuid.UUID, user_id: str) -> None:
+        """After a commit: the user is banned from the workspace (domain/bans.py). Closes its
+        sockets here with 4003 and tells the other nodes."""
+        self._ban(workspace_id, user_id)
+        self.bus.publish_control({"kind": "ban", "ws": str(workspace_id), "user": user_id})
+
+    def _ban(self, workspace_id: uuid.UUID, user_id: str) -> None:
+        now = time.monotonic()
+        self._bans.pop((workspace_id, user_id), None)
+        self._bans[workspace_id, user_id] = now
+        while self._bans:
+            _, learnt = next(iter(self._bans.items()))
+            if now - learnt <= REVOCATION_MEMORY_SECONDS:
+                break
+            self._bans.popitem(last=False)
+        dispatcher = self.dispatchers.get(workspace_id)
+        for connection in list(dispatcher.users.get(user_id, ()) if dispatcher else ()):
+            connection.close(BANNED, BANNED_REASON)
+
     def keys_changed(self) -> None:
         """This node retired JWT secrets at boot: the other nodes re-read which ones."""
         self.bus.publish_control({"kind": "keys"})
@@ -213,6 +237,10 @@ class Hub:
                 if not isinstance(after, int) or not isinstance(message["user"], str):
                     raise TypeError("bad revoke notice")
                 self._revoke(uuid.UUID(message["ws"]), message["user"], after)
+            elif message["kind"] == "ban":
+                if not isinstance(message["user"], str):
+                    raise TypeError("bad ban notice")
+                self._ban(uuid.UUID(message["ws"]), message["user"])
             elif message["kind"] == "keys":
                 self._check_now.set()
         except (KeyError, TypeError, ValueError):
@@ -233,6 +261,11 @@ class Hub:
         for connection in list(dispatcher.users.get(user_id, ()) if dispatcher else ()):
             if connection.issued_at_us < floor:
                 connection.close(UNAUTHORIZED, REVOKED)
+
+    def _banned_on_join(self, connection: LiveConnection) -> bool:
+        """Banned after the socket authenticated (so the authentication missed it)."""
+        learnt = self._bans.get((connection.workspace_id, connection.user_id))
+        return learnt is not None and learnt >= connection.opened_at
 
     def _refused_on_join(self, connection: LiveConnection) -> str | None:
         known = self._revocations.get((connection.workspace_id, connection.user_id))
@@ -269,6 +302,13 @@ class Hub:
             for connection in conns:
                 if (connection.user_id, connection.issued_at_us) in refused:
                     connection.close(UNAUTHORIZED, REVOKED)
+            # A ban notice lost with Redis: the database says who is banned now.
+            banned = await live.banned_users(
+                self.database(), workspace_id, sorted({c.user_id for c in conns})
+            )
+            for connection in conns:
+                if connection.user_id in banned:
+                    connection.close(BANNED, BANNED_REASON)
 
     def wake(self, workspace_id: uuid.UUID) -> None:
         dispatcher = self.dispatchers.get(workspace_id)
@@ -329,7 +369,9 @@ class Hub:
         self.metrics.ws_connections.set(len(self.connections))
         latest = dispatcher.add(connection)
         refused = self._refused_on_join(connection)
-        if refused is not None:
+        if self._banned_on_join(connection):
+            connection.close(BANNED, BANNED_REASON)
+        elif refused is not None:
             # Revoked between authenticating and registering: never a frame, closed at once.
             connection.close(UNAUTHORIZED, refused)
         elif first_frame is not None:

@@ -9,6 +9,7 @@ async with ChatClient("https://chat.example.com", token=token.token) as chat:
 
 from cariosan_client.chat import ChatClient, TokenProvider
 from cariosan_client.errors import (
+    Banned,  # Bans (issue 14, point 2)
     CariosanError,
     Conflict,
     EventsExpired,
@@ -24,7 +25,7 @@ from cariosan_client.errors import (
     ValidationFailed,
     error_from_response,
 )
-from cariosan_client.events import (
+from cariosan_client.events import (  # Bans (issue 14, point 2)
     AnyEvent,
     ChannelCreated,
     ChannelDeleted,
@@ -47,13 +48,17 @@ from cariosan_client.events import (
     TypingStart,
     TypingStop,
     UnknownEvent,
+    UserBanned,
+    UserUnbanned,
     decode_event,
 )
 from cariosan_client.live import LiveEvents
-from cariosan_client.models import (
+from cariosan_client.models import (  # Bans (issue 14, point 2)
     Attachment,
     AuditEntry,
     AuditPage,
+    Ban,
+    BanPage,
     Channel,
     ChannelPage,
     Delivery,
@@ -76,6 +81,9 @@ __all__ = [
     "Attachment",
     "AuditEntry",
     "AuditPage",
+    "Ban",
+    "BanPage",
+    "Banned",
     "CariosanError",
     "Channel",
     "ChannelCreated",
@@ -126,6 +134,8 @@ __all__ = [
     "UnknownEvent",
     "Upload",
     "User",
+    "UserBanned",
+    "UserUnbanned",
     "ValidationFailed",
     "Webhook",
     "decode_event",

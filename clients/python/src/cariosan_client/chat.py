@@ -11,17 +11,21 @@ import asyncio
 import mimetypes
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import httpx
 
+from cariosan_client import _bans
 from cariosan_client._http import Connection, Params, decode, segment
 from cariosan_client.errors import Unauthorized
 from cariosan_client.events import AnyEvent, EventPage, RawEventPage
 from cariosan_client.ids import new_message_id
 from cariosan_client.live import LiveEvents
 from cariosan_client.models import (
+    Ban,
+    BanPage,
     Channel,
     ChannelPage,
     Download,
@@ -482,3 +486,44 @@ class ChatClient:
             if not page.has_more or page.latest_seq <= after_seq:
                 return
             after_seq = page.latest_seq
+
+    # -- bans (issue 14, point 2) ----------------------------------------------------------------
+
+    async def ban_user(
+        self,
+        user_id: str,
+        *,
+        channel_id: str | None = None,
+        reason: str | None = None,
+        expires_at: datetime | str | None = None,
+        shadow: bool = False,
+    ) -> Ban:
+        """Ban `user_id` from the workspace, or from `channel_id`, until `expires_at` (an aware
+        `datetime` or RFC 3339 text; None: until unbanned). `shadow`: the user may still send,
+        and nobody else sees what it sends. Workspace moderators ban workspace-wide; a channel's
+        moderators in their channel."""
+        return await _bans.ban_user(
+            self._request,
+            user_id,
+            channel_id=channel_id,
+            reason=reason,
+            expires_at=expires_at,
+            shadow=shadow,
+        )
+
+    async def unban_user(self, user_id: str, channel_id: str | None = None) -> None:
+        """Lift `user_id`'s workspace ban (or its ban of `channel_id`); `NotFound` without one."""
+        await _bans.unban_user(self._request, user_id, channel_id)
+
+    async def list_bans(
+        self, channel_id: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> BanPage:
+        """A page of active bans, newest first (all, or `channel_id`'s); pass `next_cursor` back
+        for the next one."""
+        return await _bans.list_bans(self._request, channel_id, limit, cursor)
+
+    def iter_bans(
+        self, channel_id: str | None = None, *, page_size: int | None = None
+    ) -> AsyncIterator[Ban]:
+        """Every active ban (all, or `channel_id`'s), a page at a time."""
+        return _bans.iter_bans(self._request, channel_id, page_size)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 __all__ = [
+    "Banned",
     "CariosanError",
     "Conflict",
     "EventsExpired",
@@ -153,6 +154,15 @@ class TransportError(CariosanError):
         return cls(f"cannot reach the Cariosan server: {detail}")
 
 
+# Bans (issue 14, point 2).
+class Banned(Forbidden):
+    """The user is banned from the workspace or the channel (403 `BANNED`); the message names
+    the reason and until when. A subclass of `Forbidden`: code that catches that still works."""
+
+    code = "BANNED"
+    status = 403
+
+
 _BY_CODE: dict[str, type[CariosanError]] = {
     cls.code: cls
     for cls in (
@@ -167,6 +177,8 @@ _BY_CODE: dict[str, type[CariosanError]] = {
         RateLimited,
         Internal,
         Unavailable,
+        # Bans (issue 14, point 2).
+        Banned,
     )
 }
 

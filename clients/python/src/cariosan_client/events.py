@@ -24,7 +24,7 @@ from typing import Any, Literal, cast
 
 import msgspec
 
-from cariosan_client.models import Channel, Member, Message
+from cariosan_client.models import Ban, Channel, Member, Message
 
 __all__ = [
     "EVENT_TYPES",
@@ -50,6 +50,8 @@ __all__ = [
     "TypingStart",
     "TypingStop",
     "UnknownEvent",
+    "UserBanned",
+    "UserUnbanned",
     "decode_event",
 ]
 
@@ -180,6 +182,24 @@ class UnknownEvent(Event, kw_only=True, frozen=True):
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+# Bans (issue 14, point 2).
+class UserBanned(PersistedEvent, kw_only=True, frozen=True):
+    """`user_id` was banned: from `channel_id` (sent to its members), or from the workspace
+    (sent to that user)."""
+
+    type: Literal["user.banned"] = "user.banned"
+    user_id: str
+    ban: Ban
+
+
+class UserUnbanned(PersistedEvent, kw_only=True, frozen=True):
+    """`user_id`'s ban (`ban`, as it was) was lifted."""
+
+    type: Literal["user.unbanned"] = "user.unbanned"
+    user_id: str
+    ban: Ban
+
+
 AnyEvent = (
     MessageNew
     | MessageUpdated
@@ -198,6 +218,9 @@ AnyEvent = (
     | PresenceChanged
     | ResyncRequired
     | UnknownEvent
+    # Bans (issue 14, point 2).
+    | UserBanned
+    | UserUnbanned
 )
 
 
@@ -225,6 +248,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TypingStop,
         PresenceChanged,
         ResyncRequired,
+        # Bans (issue 14, point 2).
+        UserBanned,
+        UserUnbanned,
     )
 }
 

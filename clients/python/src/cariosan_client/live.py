@@ -28,7 +28,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from cariosan_client.errors import Unauthorized
+from cariosan_client.errors import Banned, Unauthorized
 from cariosan_client.events import AnyEvent, ResyncRequired, decode_event
 from cariosan_client.retry import backoff
 
@@ -37,6 +37,8 @@ __all__ = ["LiveEvents"]
 # Close codes from the server (API.md).
 UNAUTHORIZED = 4001
 RATE_LIMITED = 4008
+# Banned from the workspace (issue 14): reconnecting is refused while the ban lasts.
+BANNED = 4003
 
 FIRST_DELAY = 0.25
 MAX_DELAY = 30.0
@@ -161,6 +163,8 @@ class LiveEvents:
         if self._closed:
             return
         self.reconnects += 1
+        if code == BANNED:
+            raise Banned("the WebSocket was closed: the user is banned from the workspace (4003)")
         if code == UNAUTHORIZED:
             if self._refresh is None:
                 raise Unauthorized("the WebSocket was closed: the token is not valid (4001)")

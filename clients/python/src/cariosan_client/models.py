@@ -14,6 +14,8 @@ import msgspec
 
 __all__ = [
     "Attachment",
+    "Ban",
+    "BanPage",
     "Channel",
     "ChannelPage",
     "Delivery",
@@ -194,3 +196,26 @@ class MessageList(msgspec.Struct, kw_only=True, frozen=True):
 
 class UnreadCount(msgspec.Struct, kw_only=True, frozen=True):
     unread_count: int = 0
+
+
+# Bans (issue 14, point 2).
+
+
+class Ban(msgspec.Struct, kw_only=True, frozen=True):
+    """A user's ban from the workspace (`channel_id` None) or from one channel."""
+
+    id: str
+    user_id: str
+    channel_id: str | None = None
+    reason: str | None = None
+    # None: until unbanned.
+    expires_at: datetime | None = None
+    shadow: bool = False
+    # The moderator's user id, or "backend".
+    created_by: str
+    created_at: datetime
+
+
+class BanPage(msgspec.Struct, kw_only=True, frozen=True):
+    bans: list[Ban] = msgspec.field(default_factory=list)
+    next_cursor: str | None = None

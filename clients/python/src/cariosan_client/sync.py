@@ -261,6 +261,11 @@ class ChatClient(_Facade):
     search = _blocking(aio_chat.ChatClient.search)
     events = _blocking(aio_chat.ChatClient.events)
     iter_events = _blocking_iter(aio_chat.ChatClient.iter_events)
+    # Bans (issue 14, point 2).
+    ban_user = _blocking(aio_chat.ChatClient.ban_user)
+    unban_user = _blocking(aio_chat.ChatClient.unban_user)
+    list_bans = _blocking(aio_chat.ChatClient.list_bans)
+    iter_bans = _blocking_iter(aio_chat.ChatClient.iter_bans)
 
 
 class ServerClient(_Facade):
@@ -320,3 +325,8 @@ class ServerClient(_Facade):
     replay_delivery = _blocking(aio_server.ServerClient.replay_delivery)
     list_audit = _blocking(aio_server.ServerClient.list_audit)
     iter_audit = _blocking_iter(aio_server.ServerClient.iter_audit)
+    # Bans (issue 14, point 2).
+    ban_user = _blocking(aio_server.ServerClient.ban_user)
+    unban_user = _blocking(aio_server.ServerClient.unban_user)
+    list_bans = _blocking(aio_server.ServerClient.list_bans)
+    iter_bans = _blocking_iter(aio_server.ServerClient.iter_bans)
