@@ -223,6 +223,23 @@ async def _audit(case: Case) -> httpx.Response:
     return await case.http.get("/v1/audit")
 
 
+# Flags and the review queue (issue 14 point 4).
+async def _flag_message(case: Case) -> httpx.Response:
+    return await case.http.post(f"/v1/messages/{case.message}/flag", json={"reason": "matrix"})
+
+
+async def _flag_review(case: Case) -> httpx.Response:
+    return await case.http.get("/v1/moderation/flags")
+
+
+async def _flag_resolve(case: Case) -> httpx.Response:
+    # The backend's open flag of the case's message (the same one again after a refusal).
+    flagged = await case.backend.post(f"/v1/messages/{case.message}/flag", json={})
+    assert flagged.status_code in (200, 201), flagged.text
+    path = f"/v1/moderation/flags/{flagged.json()['id']}/resolve"
+    return await case.http.post(path, json={"action": "dismiss"})
+
+
 PERFORMERS: dict[Action, Performer] = {
     Action.CHANNEL_UPDATE: _update,
     Action.CHANNEL_DELETE: _delete_channel,
@@ -235,6 +252,10 @@ PERFORMERS: dict[Action, Performer] = {
     Action.MESSAGE_EDIT: _edit,
     Action.MESSAGE_DELETE: _delete_message,
     Action.AUDIT_READ: _audit,
+    # Flags and the review queue (issue 14 point 4).
+    Action.FLAG_MESSAGE: _flag_message,
+    Action.FLAG_REVIEW: _flag_review,
+    Action.FLAG_RESOLVE: _flag_resolve,
 }
 
 

@@ -6,6 +6,8 @@ text, files, mentions or data that reading the message would not show (an edited
 in its current form, a deleted one as deleted, one whose author was hard-deleted not at all).
 What a user may read of a channel's events follows its membership now: none of a channel it
 left, only `channel.deleted` of a deleted one, and nothing but messages from before it joined.
+Events for the moderators' audience (`message.flagged`, `flag.resolved`) are read by the users
+whose workspace role is moderator or admin now, and by nobody else but the backend.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import msgspec
 
 from cariosan.db import events as rows
 from cariosan.db import messages as message_rows
-from cariosan.db.events import EventRow, ReaderChannel
+from cariosan.db.events import MODERATORS, EventRow, ReaderChannel
 from cariosan.db.pool import Database
 from cariosan.domain.auth import Caller
 from cariosan.domain.ids import MAX_SEQ
@@ -72,8 +74,13 @@ async def resolve(
     return resolved
 
 
-def may_read(row: EventRow, user_id: str, channels: dict[str, ReaderChannel]) -> bool:
-    """Whether `user_id` may read this event of its own or of one of its `channels`."""
+def may_read(
+    row: EventRow, user_id: str, channels: dict[str, ReaderChannel], *, moderator: bool = False
+) -> bool:
+    """Whether `user_id` may read this event of its own or of one of its `channels` (or, for a
+    workspace `moderator`, of the moderators' audience)."""
+    if row.audience == MODERATORS:
+        return moderator
     if row.user_id == user_id:
         return True
     channel = channels.get(row.channel_id or "")
@@ -120,11 +127,14 @@ async def events_since(
             readable = found[:limit]
         else:
             user_id = caller.user_id
+            moderator = caller.is_workspace_mod
             page = await rows.events_for_reader(
-                conn, workspace_id, user_id, after_seq, at.last_seq, limit + 1
+                conn, workspace_id, user_id, after_seq, at.last_seq, limit + 1, moderator=moderator
             )
             found, walked_to = page.events, page.walked_to
-            readable = [r for r in found[:limit] if may_read(r, user_id, page.channels)]
+            readable = [
+                r for r in found[:limit] if may_read(r, user_id, page.channels, moderator=moderator)
+            ]
         has_more = len(found) > limit or walked_to is not None
         found = found[:limit]
         resolved = await resolve(conn, workspace_id, readable)

@@ -56,6 +56,10 @@ class Action(StrEnum):
     MESSAGE_EDIT = "edit a message"
     MESSAGE_DELETE = "delete a message"
     AUDIT_READ = "read the audit log"
+    # Flags and the review queue (issue 14 point 4). Flagging a user is open to every user.
+    FLAG_MESSAGE = "flag a message"
+    FLAG_REVIEW = "list flags (the review queue)"
+    FLAG_RESOLVE = "resolve a flag (dismiss, delete the message, ban the user)"
 
 
 # Whoever may moderate a channel: "mod" in API.md.
@@ -103,6 +107,10 @@ TABLE: dict[Action, dict[str, frozenset[Who]]] = {
     Action.MESSAGE_EDIT: _every_type({Who.BACKEND, Who.ADMIN, Who.AUTHOR}),
     Action.MESSAGE_DELETE: _every_type(_CHANNEL_MODS | {Who.AUTHOR}),
     Action.AUDIT_READ: _workspace({Who.BACKEND, Who.ADMIN}),
+    # Flags and the review queue (issue 14 point 4): the backend flags as itself (a filter).
+    Action.FLAG_MESSAGE: _every_type({Who.BACKEND, Who.MEMBER}),
+    Action.FLAG_REVIEW: _workspace(_WORKSPACE_MODS),
+    Action.FLAG_RESOLVE: _workspace(_WORKSPACE_MODS),
 }
 
 

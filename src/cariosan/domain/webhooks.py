@@ -37,6 +37,9 @@ EVENT_TYPES = frozenset(
         "channel.deleted",
         "read.updated",
         "audit.recorded",
+        # Flags (issue 14 point 4): for moderators and webhooks only.
+        "message.flagged",
+        "flag.resolved",
     }
 )
 STATUSES = ("pending", "succeeded", "failed")

@@ -23,6 +23,7 @@ from cariosan.http import (
     demo,
     docs,
     events,
+    flags,
     health,
     home,
     messages,
@@ -89,6 +90,8 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
             *webhooks.ROUTES,
             *attachments.ROUTES,
             *audit.ROUTES,
+            # Flags and the review queue (issue 14 point 4).
+            *flags.ROUTES,
         ],
         dependencies={
             "services": Provide(lambda: services, use_cache=True, sync_to_thread=False),
