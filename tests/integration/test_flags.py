@@ -14,11 +14,24 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from cariosan.config import Settings
 from cariosan.domain.workspaces import NewWorkspace
+from cariosan_client import (
+    ChatClient,
+    Flag,
+    FlagResolved,
+    Forbidden,
+    MessageFlagged,
+    NotFound,
+    ServerClient,
+    ValidationFailed,
+)
+from cariosan_client.sync import ChatClient as SyncChatClient
+from cariosan_client.sync import ServerClient as SyncServerClient
 from tests.support.chat import backend_client, make_user, user_client
-from tests.support.live import live
+from tests.support.live import LiveClient, live, ws_url
 from tests.support.server import RunningServer
 from tests.support.webhook_receiver import Receiver
 
@@ -389,3 +402,75 @@ async def test_flags_stay_in_their_workspace(
     assert "message.flagged" not in [e["type"] for e in await _events(server, other_mod)]
     queue = (await backend.get("/v1/moderation/flags")).json()["flags"]
     assert [f["id"] for f in queue] == [flag["id"]]
+
+
+async def test_the_sdks_flag_list_and_resolve(
+    server: RunningServer, workspace: NewWorkspace, tokens: dict[str, str]
+) -> None:
+    async with (
+        ServerClient(server.url, workspace.api_secret) as backend,
+        ChatClient(server.url, token=tokens["bob"]) as bob,
+        ChatClient(server.url, token=tokens["mia"]) as mia,
+    ):
+        alice = backend.as_user("alice")
+        channel = await alice.create_channel("group", ["bob", "carol"], id="sdk")
+        sent = [await alice.send(channel.id, f"s{i}") for i in range(3)]
+        flag = await bob.flag_message(sent[1].id, reason="spam")
+        assert isinstance(flag, Flag) and flag.message is not None
+        assert flag.message.text == "s1" and flag.reporter_id == "bob" and flag.status == "open"
+        assert (await bob.flag_message(sent[1].id)).id == flag.id
+        user_flag = await bob.flag_user("carol", reason="rude")
+        assert user_flag.message is None and user_flag.user_id == "carol"
+        with pytest.raises(NotFound):
+            await bob.flag_user("nobody")
+        with pytest.raises(Forbidden):
+            await bob.list_flags()
+        page = await mia.list_flags(limit=1)
+        assert len(page.flags) == 1 and page.next_cursor is not None
+        queued = [f async for f in mia.iter_flags(page_size=1)]
+        assert [f.id for f in queued] == [user_flag.id, flag.id]
+        assert [m.text for m in queued[1].context or []] == ["s0", "s1", "s2"]
+        deleted = await mia.resolve_flag(flag.id, "delete_message", reason="spam indeed")
+        assert deleted.resolution == "delete_message" and deleted.status == "resolved"
+        assert deleted.message is not None and deleted.message.deleted_at is not None
+        with pytest.raises(ValidationFailed):
+            await backend.resolve_flag(user_flag.id, "ban_user")
+        assert [f.id async for f in backend.iter_flags("resolved")] == [flag.id]
+        # The typed events, from catch-up.
+        caught_up = [e async for e in mia.iter_events()]
+        flagged = [e for e in caught_up if isinstance(e, MessageFlagged)]
+        assert [e.flag.id for e in flagged] == [flag.id, user_flag.id]
+        assert flagged[0].message is not None and flagged[0].message.id == sent[1].id
+        resolved = [e for e in caught_up if isinstance(e, FlagResolved)]
+        assert [e.flag.resolution for e in resolved] == ["delete_message"]
+
+    def blocking() -> list[str]:
+        with SyncServerClient(server.url, workspace.api_secret) as sync_backend:
+            dave = sync_backend.as_user("dave")
+            made = dave.flag_user("alice", reason="sync")
+            again = sync_backend.as_user("alice").flag_message(sent[0].id, reason="sync")
+            assert again.reporter_id == "alice"
+            listed = sync_backend.list_flags()
+            assert {made.id, again.id} <= {f.id for f in listed.flags}
+            done = sync_backend.resolve_flag(made.id, "dismiss")
+            assert done.resolution == "dismiss"
+            with SyncChatClient(server.url, token=tokens["ada"]) as ada:
+                return [f.id for f in ada.iter_flags("open", page_size=1)]
+
+    still_open = await asyncio.to_thread(blocking)
+    assert flag.id not in still_open and user_flag.id in still_open
+
+
+async def test_a_socket_opened_as_moderator_replays_no_flags_after_a_demotion(
+    server: RunningServer, tokens: dict[str, str], backend: httpx.AsyncClient
+) -> None:
+    async with user_client(server, tokens["bob"]) as bob:
+        assert (await bob.post("/v1/users/carol/flag")).status_code == 201
+    async with websockets.connect(ws_url(server.url, tokens["ada"])) as socket:
+        ada = LiveClient(socket)
+        assert (await ada.next())["type"] == "connection.ready"
+        assert (await backend.put("/v1/users/ada", json={"role": "user"})).status_code == 200
+        # Catch-up reads the role as it is now, not as it was when the socket opened.
+        await ada.send({"type": "resume", "after_seq": 0})
+        replayed = await ada.silent(1.0)
+    assert "message.flagged" not in [f["type"] for f in replayed], replayed

@@ -22,8 +22,10 @@ import msgspec
 
 from cariosan.db import events as rows
 from cariosan.db import messages as message_rows
+from cariosan.db import users as user_rows
 from cariosan.db.events import MODERATORS, EventRow, ReaderChannel
 from cariosan.db.pool import Database
+from cariosan.domain import permissions
 from cariosan.domain.auth import Caller
 from cariosan.domain.ids import MAX_SEQ
 from cariosan.domain.messages import shared_payload
@@ -127,7 +129,14 @@ async def events_since(
             readable = found[:limit]
         else:
             user_id = caller.user_id
-            moderator = caller.is_workspace_mod
+            # The role now: a socket's caller is as of its connect, and a demoted moderator's
+            # `resume` must not replay flags.
+            role = (
+                caller.role
+                if caller.is_server
+                else await user_rows.auth_lookup(conn, workspace_id, user_id)
+            )
+            moderator = caller.is_server or role in (permissions.MODERATOR, permissions.ADMIN)
             page = await rows.events_for_reader(
                 conn, workspace_id, user_id, after_seq, at.last_seq, limit + 1, moderator=moderator
             )

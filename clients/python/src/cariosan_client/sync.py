@@ -260,6 +260,12 @@ class ChatClient(_Facade):
     search = _blocking(aio_chat.ChatClient.search)
     events = _blocking(aio_chat.ChatClient.events)
     iter_events = _blocking_iter(aio_chat.ChatClient.iter_events)
+    # Flags and the review queue (issue 14 point 4).
+    flag_message = _blocking(aio_chat.ChatClient.flag_message)
+    flag_user = _blocking(aio_chat.ChatClient.flag_user)
+    list_flags = _blocking(aio_chat.ChatClient.list_flags)
+    iter_flags = _blocking_iter(aio_chat.ChatClient.iter_flags)
+    resolve_flag = _blocking(aio_chat.ChatClient.resolve_flag)
 
 
 class ServerClient(_Facade):
@@ -317,3 +323,7 @@ class ServerClient(_Facade):
     list_deliveries = _blocking(aio_server.ServerClient.list_deliveries)
     iter_deliveries = _blocking_iter(aio_server.ServerClient.iter_deliveries)
     replay_delivery = _blocking(aio_server.ServerClient.replay_delivery)
+    # Flags and the review queue (issue 14 point 4).
+    list_flags = _blocking(aio_server.ServerClient.list_flags)
+    iter_flags = _blocking_iter(aio_server.ServerClient.iter_flags)
+    resolve_flag = _blocking(aio_server.ServerClient.resolve_flag)
