@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from cariosan.config import Settings
-from cariosan.domain.workspaces import NewWorkspace
+from cariosan.domain.workspaces import NewWorkspace, create_workspace
 from cariosan_client import (
     ChatClient,
     Flag,
@@ -32,7 +32,7 @@ from cariosan_client.sync import ChatClient as SyncChatClient
 from cariosan_client.sync import ServerClient as SyncServerClient
 from tests.support.chat import backend_client, make_user, user_client
 from tests.support.live import LiveClient, live, ws_url
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, start_server
 from tests.support.webhook_receiver import Receiver
 
 PEOPLE = {
@@ -474,3 +474,24 @@ async def test_a_socket_opened_as_moderator_replays_no_flags_after_a_demotion(
         await ada.send({"type": "resume", "after_seq": 0})
         replayed = await ada.silent(1.0)
     assert "message.flagged" not in [f["type"] for f in replayed], replayed
+
+
+async def test_flags_reach_moderators_on_every_node(
+    settings: Settings, redis_url: str, redis_prefix: str
+) -> None:
+    shared = settings.with_overrides(redis_url=redis_url, redis_prefix=redis_prefix)
+    async with start_server(shared) as one, start_server(shared) as two:
+        workspace = await create_workspace(one.services.db, "nodes")
+        mods = {n: await make_user(one, workspace, n, role="moderator") for n in ("mia", "max")}
+        bob = await make_user(one, workspace, "bob")
+        await make_user(one, workspace, "carol")
+        async with live(two.url, mods["mia"]) as mia, live(two.url, mods["max"]) as max_:
+            async with backend_client(one, workspace) as backend:
+                # A role change made on node one is applied by node two's stream.
+                demoted = await backend.put("/v1/users/max", json={"role": "user"})
+                assert demoted.status_code == 200
+            async with user_client(one, bob) as http:
+                flag = (await http.post("/v1/users/carol/flag", json={"reason": "x"})).json()
+            [event] = await mia.events(1, types=("message.flagged",))
+            assert event["flag"]["id"] == flag["id"]
+            assert await max_.silent(0.5) == []
