@@ -495,3 +495,23 @@ async def test_flags_reach_moderators_on_every_node(
             [event] = await mia.events(1, types=("message.flagged",))
             assert event["flag"]["id"] == flag["id"]
             assert await max_.silent(0.5) == []
+
+
+async def test_a_hard_delete_takes_the_users_reports_and_the_flags_about_it(
+    server: RunningServer, tokens: dict[str, str], backend: httpx.AsyncClient
+) -> None:
+    channel = await _channel(backend)
+    message = await _send(backend, channel, "carol", "reported")
+    async with user_client(server, tokens["bob"]) as bob:
+        by_bob = (await bob.post(f"/v1/messages/{message}/flag", json={"reason": "b0b"})).json()
+    async with user_client(server, tokens["alice"]) as alice:
+        about_dave = (await alice.post("/v1/users/dave/flag", json={"reason": "a1"})).json()
+    assert (await backend.delete("/v1/users/bob", params={"mode": "hard"})).status_code == 204
+    assert (await backend.delete("/v1/users/dave", params={"mode": "hard"})).status_code == 204
+    queue = (await backend.get("/v1/moderation/flags")).json()["flags"]
+    assert by_bob["id"] not in [f["id"] for f in queue]
+    assert about_dave["id"] not in [f["id"] for f in queue]
+    events = (await backend.get("/v1/events")).json()["events"]
+    flagged = [e["flag"]["id"] for e in events if e["type"] == "message.flagged"]
+    assert by_bob["id"] not in flagged, "the reporter's report left the log with it"
+    assert about_dave["id"] not in flagged, "so did the flag about the deleted user"

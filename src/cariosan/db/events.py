@@ -447,3 +447,18 @@ async def remove_events_of_user(
         workspace_id,
         user_id,
     )
+
+
+async def remove_flag_events_about(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str
+) -> None:
+    """The moderators' events of flags about the user (a hard delete; its reports are the
+    events it caused). Walks only the workspace's moderators' events (a partial index)."""
+    await conn.execute(
+        """
+        DELETE FROM events
+        WHERE workspace_id = $1 AND audience = 'moderators' AND payload->'flag'->>'user_id' = $2
+        """,
+        workspace_id,
+        user_id,
+    )
