@@ -241,6 +241,23 @@ async def _ban_channel(case: Case) -> httpx.Response:
     )
 
 
+# Flags and the review queue (issue 14 point 4).
+async def _flag_message(case: Case) -> httpx.Response:
+    return await case.http.post(f"/v1/messages/{case.message}/flag", json={"reason": "matrix"})
+
+
+async def _flag_review(case: Case) -> httpx.Response:
+    return await case.http.get("/v1/moderation/flags")
+
+
+async def _flag_resolve(case: Case) -> httpx.Response:
+    # The backend's open flag of the case's message (the same one again after a refusal).
+    flagged = await case.backend.post(f"/v1/messages/{case.message}/flag", json={})
+    assert flagged.status_code in (200, 201), flagged.text
+    path = f"/v1/moderation/flags/{flagged.json()['id']}/resolve"
+    return await case.http.post(path, json={"action": "dismiss"})
+
+
 PERFORMERS: dict[Action, Performer] = {
     Action.CHANNEL_UPDATE: _update,
     Action.CHANNEL_DELETE: _delete_channel,
@@ -256,6 +273,10 @@ PERFORMERS: dict[Action, Performer] = {
     # Bans (issue 14, point 2).
     Action.BAN_WORKSPACE: _ban_workspace,
     Action.BAN_CHANNEL: _ban_channel,
+    # Flags and the review queue (issue 14 point 4).
+    Action.FLAG_MESSAGE: _flag_message,
+    Action.FLAG_REVIEW: _flag_review,
+    Action.FLAG_RESOLVE: _flag_resolve,
 }
 
 

@@ -159,6 +159,22 @@ async def _seed_bans(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> None
     )
 
 
+async def _seed_flags(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> None:
+    await conn.execute(
+        "INSERT INTO flags (workspace_id, id, message_id, channel_id, user_id, reporter_id, "
+        "reason) VALUES ($1, $2, $3, 'room', 'alice', 'backend', $4)",
+        ws,
+        uuid.uuid5(ws, "flag"),
+        uuid.uuid5(ws, "message"),
+        f"step {step}",
+    )
+    await conn.execute(
+        "INSERT INTO events (workspace_id, seq, type, payload, audience) VALUES "
+        "($1, -nextval('event_provisional_seq'), 'message.flagged', '{}', 'moderators')",
+        ws,
+    )
+
+
 # Rows valid at each schema version, written at that version and at every later one. A new
 # migration adds its entry here, so that its tables carry data through later upgrades too.
 # Each entry: (the seed, a table it writes one row to per step, counted at the end), or None for
@@ -175,6 +191,7 @@ SEEDS: dict[int, tuple[Seed, str] | None] = {
     8: (_seed_attachment_seal, "attachments"),
     9: (_seed_audit_log, "audit_log"),
     10: (_seed_bans, "bans"),
+    11: (_seed_flags, "flags"),
 }
 
 

@@ -2,8 +2,8 @@ import { CariosanError } from "./errors.js";
 import { compact, Connection, type FetchLike, type Query, segment } from "./http.js";
 import { LiveStream, type WebSocketConstructor } from "./live.js";
 import type {
-  Ban, BanPage, Channel, ChannelPage, ChannelType, Download, EventPage, JsonObject, Me, Member, MemberRole,
-  Message, MessagePage, Upload,
+  Ban, BanPage, Channel, ChannelPage, ChannelType, Download, EventPage, Flag, FlagAction, FlagPage,
+  FlagStatus, JsonObject, Me, Member, MemberRole, Message, MessagePage, Upload,
 } from "./types.js";
 
 /** Returns a fresh user JWT (from your backend); called again once when a token is refused. */
@@ -349,6 +349,39 @@ export class ChatClient {
   /** Persisted events after `afterSeq`, in order (the WebSocket's stream, for catch-up). */
   events(options: { afterSeq?: number; limit?: number } = {}): Promise<EventPage> {
     return this.request("GET", "/v1/events", { query: { after_seq: options.afterSeq, limit: options.limit } });
+  }
+
+  // -- flags and the review queue (issue 14 point 4) -----------------------------------------
+
+  /** Report a message of one of the caller's channels (its open flag again, if it has one). */
+  flagMessage(messageId: string, options: { reason?: string } = {}): Promise<Flag> {
+    return this.request("POST", `/v1/messages/${segment(messageId)}/flag`, { body: compact({ reason: options.reason }) });
+  }
+
+  /** Report a user of the workspace to its moderators. */
+  flagUser(userId: string, options: { reason?: string } = {}): Promise<Flag> {
+    return this.request("POST", `/v1/users/${segment(userId)}/flag`, { body: compact({ reason: options.reason }) });
+  }
+
+  /** A page of the review queue (workspace moderators and admins), newest first. */
+  listFlags(options: { status?: FlagStatus; limit?: number; cursor?: string } = {}): Promise<FlagPage> {
+    return this.request("GET", "/v1/moderation/flags", { query: options });
+  }
+
+  /** Every flag of `status` (default open), newest first, a page at a time. */
+  async *iterFlags(options: { status?: FlagStatus; pageSize?: number } = {}): AsyncGenerator<Flag> {
+    let cursor: string | undefined;
+    for (;;) {
+      const page = await this.listFlags({ status: options.status, limit: options.pageSize, cursor });
+      yield* page.flags;
+      if (!page.next_cursor || page.flags.length === 0) return;
+      cursor = page.next_cursor;
+    }
+  }
+
+  /** Close an open flag: dismiss it, delete the flagged message, or ban the user. */
+  resolveFlag(flagId: string, action: FlagAction, options: { reason?: string } = {}): Promise<Flag> {
+    return this.request("POST", `/v1/moderation/flags/${segment(flagId)}/resolve`, { body: compact({ action, reason: options.reason }) });
   }
 
   /**

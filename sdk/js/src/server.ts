@@ -2,7 +2,8 @@ import { banBody, type BanOptions, ChatClient } from "./chat.js";
 import { CariosanError } from "./errors.js";
 import { compact, Connection, type FetchLike, type Query, segment } from "./http.js";
 import type {
-  AuditPage, Ban, BanPage, DeliveryPage, DeliveryStatus, JsonObject, PersistedEvent, Token, User, Webhook,
+  AuditPage, Ban, BanPage, DeliveryPage, DeliveryStatus, Flag, FlagAction, FlagPage, FlagStatus, JsonObject,
+  PersistedEvent, Token, User, Webhook,
 } from "./types.js";
 
 export interface ServerClientOptions {
@@ -122,6 +123,29 @@ export class ServerClient {
   listBans(options: { channelId?: string; limit?: number; cursor?: string } = {}): Promise<BanPage> {
     const query = { channel_id: options.channelId, limit: options.limit, cursor: options.cursor };
     return this.request("GET", "/v1/bans", { query });
+  }
+
+  // -- flags and the review queue (issue 14 point 4) -----------------------------------------
+
+  /** A page of the review queue (workspace moderators and admins), newest first. */
+  listFlags(options: { status?: FlagStatus; limit?: number; cursor?: string } = {}): Promise<FlagPage> {
+    return this.request("GET", "/v1/moderation/flags", { query: options });
+  }
+
+  /** Every flag of `status` (default open), newest first, a page at a time. */
+  async *iterFlags(options: { status?: FlagStatus; pageSize?: number } = {}): AsyncGenerator<Flag> {
+    let cursor: string | undefined;
+    for (;;) {
+      const page = await this.listFlags({ status: options.status, limit: options.pageSize, cursor });
+      yield* page.flags;
+      if (!page.next_cursor || page.flags.length === 0) return;
+      cursor = page.next_cursor;
+    }
+  }
+
+  /** Close an open flag: dismiss it, delete the flagged message, or ban the user. */
+  resolveFlag(flagId: string, action: FlagAction, options: { reason?: string } = {}): Promise<Flag> {
+    return this.request("POST", `/v1/moderation/flags/${segment(flagId)}/resolve`, { body: compact({ action, reason: options.reason }) });
   }
 }
 

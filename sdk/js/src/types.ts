@@ -230,6 +230,43 @@ export interface BanPage {
   next_cursor: string | null;
 }
 export const BAN_PAGE_FIELDS = fields<BanPage>()(["bans", "next_cursor"]);
+// Flags and the review queue (issue 14 point 4).
+
+export type FlagStatus = "open" | "resolved";
+export type FlagAction = "dismiss" | "delete_message" | "ban_user";
+
+/**
+ * A report of a message (`message_id` set) or of a user, for the workspace's moderators.
+ * `user_id` is the user it is about (for a message flag, its author); `reporter_id` a user id or
+ * "backend". `context` (in the review queue): messages around the flagged one, oldest first.
+ */
+export interface Flag {
+  id: string;
+  message: Message | null;
+  message_id: string | null;
+  channel_id: string | null;
+  user_id: string;
+  reporter_id: string;
+  reason: string | null;
+  status: FlagStatus;
+  created_at: Timestamp;
+  resolution: FlagAction | null;
+  resolution_reason: string | null;
+  resolved_by: string | null;
+  resolved_at: Timestamp | null;
+  context?: Message[] | null;
+}
+export const FLAG_FIELDS = fields<Flag>()([
+  "id", "message", "message_id", "channel_id", "user_id", "reporter_id", "reason", "status",
+  "created_at", "resolution", "resolution_reason", "resolved_by", "resolved_at", "context",
+]);
+
+export interface FlagPage {
+  /** Newest first. */
+  flags: Flag[];
+  next_cursor: string | null;
+}
+export const FLAG_PAGE_FIELDS = fields<FlagPage>()(["flags", "next_cursor"]);
 
 /** The OpenAPI component each model mirrors, for test/schema.test.ts. */
 export const SCHEMA_COMPONENTS = {
@@ -252,6 +289,9 @@ export const SCHEMA_COMPONENTS = {
   // Bans (issue 14, point 2).
   BanView: BAN_FIELDS,
   BanPage: BAN_PAGE_FIELDS,
+  // Flags and the review queue (issue 14 point 4).
+  FlagView: FLAG_FIELDS,
+  FlagPage: FLAG_PAGE_FIELDS,
 } as const;
 /** Fields the SDK knows that a server may not publish yet (API.md "Additions in progress"). */
 export const PENDING_FIELDS: Readonly<Record<string, readonly string[]>> = {
@@ -283,6 +323,11 @@ export interface ChannelCreatedEvent extends Persisted<"channel.created"> { chan
 export interface MemberUpdatedEvent extends Persisted<"member.updated"> { member: Member; user_id: string; }
 export interface ChannelUpdatedEvent extends Persisted<"channel.updated"> { channel: Channel; }
 export interface ChannelDeletedEvent extends Persisted<"channel.deleted"> { channel: Channel; }
+// Flags (issue 14 point 4): received by workspace moderators and admins only (and webhooks).
+/** A message or a user was flagged; `message` is the flagged message as it is now. */
+export interface MessageFlaggedEvent extends Persisted<"message.flagged"> { flag: Flag; message?: Message; }
+/** A moderator resolved a flag (`flag.resolution` says how). */
+export interface FlagResolvedEvent extends Persisted<"flag.resolved"> { flag: Flag; message?: Message; }
 export interface ReadUpdatedEvent extends Persisted<"read.updated"> {
   user_id: string;
   channel_id: string;
@@ -311,7 +356,10 @@ export type PersistedEvent =
   | ReadUpdatedEvent
   // Bans (issue 14, point 2).
   | UserBannedEvent
-  | UserUnbannedEvent;
+  | UserUnbannedEvent
+  // Flags (issue 14 point 4).
+  | MessageFlaggedEvent
+  | FlagResolvedEvent;
 
 export interface TypingStartEvent { type: "typing.start"; channel_id: string; user_id: string; }
 export interface TypingStopEvent { type: "typing.stop"; channel_id: string; user_id: string; }

@@ -284,3 +284,46 @@ test("verifyWebhook checks the timestamp window", async () => {
   const old = { ...fresh, "webhook-timestamp": String(now - 3600), "webhook-signature": sign("msg_1", now - 3600) };
   await assert.rejects(verifyWebhook(body, old, secret), (e) => e.code === "UNAUTHORIZED");
 });
+
+// Flags and the review queue (issue 14 point 4).
+test("flags: members report, moderators review and resolve, and only they get the events", async () => {
+  const owner = unique("owner");
+  const reporter = unique("reporter");
+  const mod = unique("mod");
+  const ownerChat = await userClient(owner);
+  const reporterChat = await userClient(reporter);
+  await server.upsertUser(mod, { role: "moderator" });
+  const modChat = new ChatClient({ baseUrl: url, tokenProvider: async () => (await server.createToken(mod)).token, WebSocket });
+  const channel = await ownerChat.createChannel({ type: "group", members: [owner, reporter] });
+  const message = await ownerChat.send(channel.id, { text: "buy now" });
+
+  const flag = await reporterChat.flagMessage(message.id, { reason: "spam" });
+  assert.equal(flag.status, "open");
+  assert.equal(flag.message.id, message.id);
+  assert.equal(flag.reporter_id, reporter);
+  assert.equal((await reporterChat.flagMessage(message.id)).id, flag.id, "one open flag per reporter");
+  const userFlag = await reporterChat.flagUser(owner, { reason: "rude" });
+  assert.equal(userFlag.message, null);
+  await assert.rejects(reporterChat.listFlags(), (e) => e instanceof CariosanError && e.code === "FORBIDDEN");
+
+  const seen = [];
+  for await (const f of modChat.iterFlags({ pageSize: 1 })) seen.push(f.id);
+  assert.deepEqual(seen.filter((id) => id === flag.id || id === userFlag.id), [userFlag.id, flag.id]);
+  const listed = (await server.listFlags({ limit: 50 })).flags.find((f) => f.id === flag.id);
+  assert.deepEqual(listed.context.map((m) => m.id), [message.id]);
+
+  const deleted = await modChat.resolveFlag(flag.id, "delete_message", { reason: "spam" });
+  assert.equal(deleted.resolution, "delete_message");
+  assert.ok(deleted.message.deleted_at);
+  const dismissed = await server.resolveFlag(userFlag.id, "dismiss");
+  assert.equal(dismissed.status, "resolved");
+  const resolvedIds = [];
+  for await (const f of server.iterFlags({ status: "resolved" })) resolvedIds.push(f.id);
+  assert.ok(resolvedIds.includes(flag.id) && resolvedIds.includes(userFlag.id));
+
+  const modEvents = (await modChat.events({ afterSeq: 0, limit: 1000 })).events;
+  const flagged = modEvents.filter((e) => e.type === "message.flagged").map((e) => e.flag.id);
+  assert.ok(flagged.includes(flag.id) && flagged.includes(userFlag.id));
+  const reporterEvents = (await reporterChat.events({ afterSeq: 0, limit: 1000 })).events;
+  assert.ok(!reporterEvents.some((e) => e.type === "message.flagged" || e.type === "flag.resolved"));
+});

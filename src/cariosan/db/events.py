@@ -28,6 +28,12 @@ from cariosan.db.pool import note_event
 # Any fixed 64-bit number, shared by every server: one numbering round at a time.
 SEQUENCER_LOCK_KEY = 0x43415249_53455131  # "CARISEQ1"
 
+# The `audience` of events only the workspace's moderators and admins read (besides the backend
+# and webhooks, which get every event): written once, with neither channel_id nor user_id, so
+# the sequencer queues one webhook delivery per event as for any other; readers find them by
+# the partial index events_moderators_idx (migration 0011).
+MODERATORS = "moderators"
+
 
 @dataclass(frozen=True)
 class EventRow:
@@ -42,6 +48,8 @@ class EventRow:
     # Set when resolved (domain/events.py) for a shadow-banned message: the only user who may
     # read the event, its author.
     visible_to: str | None = None
+    # MODERATORS, or None: the channel's members and the event's user.
+    audience: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,14 +79,16 @@ async def append_event(
     user_id: str | None = None,
     message_id: uuid.UUID | None = None,
     actor_id: str | None = None,
+    audience: str | None = None,
 ) -> None:
     """Write one event in the caller's transaction. It gets its public seq (and its webhook
     deliveries) from the sequencer once the transaction has committed."""
     await conn.execute(
         """
         INSERT INTO events
-            (workspace_id, seq, type, channel_id, user_id, payload, message_id, actor_id)
-        VALUES ($1, -nextval('event_provisional_seq'), $2, $3, $4, $5::jsonb, $6, $7)
+            (workspace_id, seq, type, channel_id, user_id, payload, message_id, actor_id,
+             audience)
+        VALUES ($1, -nextval('event_provisional_seq'), $2, $3, $4, $5::jsonb, $6, $7, $8)
         """,
         workspace_id,
         type,
@@ -87,6 +97,7 @@ async def append_event(
         msgspec.json.encode(payload).decode(),
         message_id,
         actor_id,
+        audience,
     )
     note_event(workspace_id)
 
@@ -177,7 +188,9 @@ async def sequence_pending(conn: asyncpg.Connection, limit: int) -> Numbered:
 
 # ---- reading -------------------------------------------------------------------------------
 
-_EVENT_COLUMNS = "e.seq, e.type, e.channel_id, e.user_id, e.payload, e.created_at, e.message_id"
+_EVENT_COLUMNS = (
+    "e.seq, e.type, e.channel_id, e.user_id, e.payload, e.created_at, e.message_id, e.audience"
+)
 
 
 def _event(r: asyncpg.Record) -> EventRow:
@@ -189,6 +202,7 @@ def _event(r: asyncpg.Record) -> EventRow:
         msgspec.json.decode(r["payload"]),
         r["created_at"],
         r["message_id"],
+        audience=r["audience"],
     )
 
 
@@ -301,6 +315,14 @@ WITH picked AS (
             WHERE e.workspace_id = $1 AND e.user_id = $6 AND e.seq > $2 AND e.seq <= $5
             ORDER BY e.seq LIMIT $3
         )
+        UNION ALL
+        (
+            -- Moderators' events, for moderators only ($7): one range of a small partial index.
+            SELECT e.seq FROM events e
+            WHERE $7::boolean AND e.workspace_id = $1 AND e.audience = 'moderators'
+              AND e.seq > $2 AND e.seq <= $5
+            ORDER BY e.seq LIMIT $3
+        )
     ) candidates
     ORDER BY seq LIMIT $3
 )
@@ -309,14 +331,15 @@ JOIN events e ON e.workspace_id = $1 AND e.seq = picked.seq
 ORDER BY e.seq
 """  # noqa: S608 (constant SQL fragment, values are parameters)
 
-# $1 workspace, $2 after, $3 limit, $4 where the walk ends, $5 user. The walk goes in seq order
-# and stops at the limit; each event costs one probe of the user's membership of its channel.
+# $1 workspace, $2 after, $3 limit, $4 where the walk ends, $5 user, $6 the user is a workspace
+# moderator. The walk goes in seq order and stops at the limit; each event costs one probe of the
+# user's membership of its channel.
 _BY_LOG = f"""
 SELECT {_EVENT_COLUMNS}, m.joined_at, c.deleted_at IS NOT NULL AS channel_deleted
 FROM (
     SELECT * FROM events e
     WHERE e.workspace_id = $1 AND e.seq > $2 AND e.seq <= $4
-      AND (e.user_id = $5 OR EXISTS (
+      AND (e.user_id = $5 OR ($6::boolean AND e.audience = 'moderators') OR EXISTS (
           SELECT 1 FROM channel_members x
           WHERE x.workspace_id = $1 AND x.channel_id = e.channel_id AND x.user_id = $5
       ))
@@ -336,9 +359,12 @@ async def events_for_reader(
     after_seq: int,
     upto_seq: int,
     limit: int,
+    *,
+    moderator: bool = False,
 ) -> ReaderEvents:
     """Up to `limit` events in (`after_seq`, `upto_seq`] of the user's channels or about the
-    user, in order. The caller filters them further by what the user may see of each channel."""
+    user (and, for a workspace `moderator`, the moderators' events), in order. The caller
+    filters them further by what the user may see of each channel."""
     active = await reader_channels(conn, workspace_id, user_id, after_seq, FEW_CHANNELS + 1)
     if len(active) <= FEW_CHANNELS:
         rows = await conn.fetch(
@@ -349,13 +375,14 @@ async def events_for_reader(
             [c.channel_id for c in active],
             upto_seq,
             user_id,
+            moderator,
         )
         return ReaderEvents([_event(r) for r in rows], {c.channel_id: c for c in active})
     # A workspace's seqs are consecutive (but for trimmed and erased events), so a range of
     # them bounds the walk; pages end early, at the range's end, when the user's events are
     # sparse in it.
     walk_end = min(upto_seq, after_seq + limit * WALK_PER_EVENT)
-    rows = await conn.fetch(_BY_LOG, workspace_id, after_seq, limit, walk_end, user_id)
+    rows = await conn.fetch(_BY_LOG, workspace_id, after_seq, limit, walk_end, user_id, moderator)
     channels = {
         r["channel_id"]: ReaderChannel(r["channel_id"], r["joined_at"], r["channel_deleted"])
         for r in rows
@@ -420,6 +447,21 @@ async def remove_events_of_user(
     """Every event the user caused or that is about the user (a hard delete)."""
     await conn.execute(
         "DELETE FROM events WHERE workspace_id = $1 AND (actor_id = $2 OR user_id = $2)",
+        workspace_id,
+        user_id,
+    )
+
+
+async def remove_flag_events_about(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str
+) -> None:
+    """The moderators' events of flags about the user (a hard delete; its reports are the
+    events it caused). Walks only the workspace's moderators' events (a partial index)."""
+    await conn.execute(
+        """
+        DELETE FROM events
+        WHERE workspace_id = $1 AND audience = 'moderators' AND payload->'flag'->>'user_id' = $2
+        """,
         workspace_id,
         user_id,
     )

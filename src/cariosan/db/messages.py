@@ -446,3 +446,47 @@ async def remove_reaction(
         user_id,
     )
     return bool(result != "DELETE 0")
+
+
+# ---- context (the flags queue) -------------------------------------------------------------
+
+# Neighbours of message t in its scope: its channel's top-level messages, or its thread.
+_SCOPE_OF_T = {
+    "channel": "t.parent_id IS NULL AND m.channel_id = t.channel_id AND m.parent_id IS NULL",
+    "thread": "m.parent_id = t.parent_id",
+}
+_NEIGHBOURS = " UNION ALL ".join(
+    f"""
+    (SELECT m.* FROM messages m
+     WHERE m.workspace_id = t.workspace_id AND {scope}
+       AND (m.created_at, m.id) < (t.created_at, t.id)
+     ORDER BY m.created_at DESC, m.id DESC LIMIT $4)
+    UNION ALL
+    (SELECT m.* FROM messages m
+     WHERE m.workspace_id = t.workspace_id AND {scope}
+       AND (m.created_at, m.id) > (t.created_at, t.id)
+     ORDER BY m.created_at, m.id LIMIT $4)
+    """  # noqa: S608 (constant SQL fragments, values are parameters)
+    for scope in _SCOPE_OF_T.values()
+)
+_CONTEXT = f"""
+    WITH page AS (
+        SELECT {_COLUMNS}, t.id AS around
+        FROM messages t
+        CROSS JOIN LATERAL ({_NEIGHBOURS}) m
+        WHERE t.workspace_id = $1 AND t.id = ANY($3::uuid[])
+    )
+    {_with_reactions("p.around, p.created_at, p.id")}
+"""  # noqa: S608 (constant SQL fragments, values are parameters)
+
+
+async def context_of(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, message_ids: list[uuid.UUID], each: int
+) -> dict[uuid.UUID, list[MessageRow]]:
+    """Up to `each` messages just before and `each` just after each message, in its channel
+    (a top-level message) or its thread (a reply), oldest first; one statement for all."""
+    rows = await conn.fetch(_CONTEXT, workspace_id, None, message_ids, each)
+    found: dict[uuid.UUID, list[MessageRow]] = {m: [] for m in message_ids}
+    for r in rows:
+        found[r["around"]].append(_row(r))
+    return found

@@ -12,8 +12,9 @@ from cariosan.db import events
 
 async def stream_start(
     conn: asyncpg.Connection, workspace_id: uuid.UUID
-) -> tuple[int, list[tuple[str, str]]]:
-    """The latest readable seq and every (channel_id, user_id) membership, from one snapshot.
+) -> tuple[int, list[tuple[str, str]], list[str]]:
+    """The latest readable seq, every (channel_id, user_id) membership and the workspace's
+    moderators and admins, from one snapshot.
 
     Membership changes of transactions that were still running then come later in the log, so
     applying the events after the returned seq to this membership keeps it current.
@@ -28,7 +29,12 @@ async def stream_start(
             """,
             workspace_id,
         )
-    return latest, [(r["channel_id"], r["user_id"]) for r in rows]
+        moderators = await conn.fetch(
+            "SELECT id FROM users WHERE workspace_id = $1 AND deleted_at IS NULL "
+            "AND role IN ('moderator', 'admin')",
+            workspace_id,
+        )
+    return latest, [(r["channel_id"], r["user_id"]) for r in rows], [r["id"] for r in moderators]
 
 
 async def touch_last_active(

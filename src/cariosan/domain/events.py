@@ -6,6 +6,8 @@ text, files, mentions or data that reading the message would not show (an edited
 in its current form, a deleted one as deleted, one whose author was hard-deleted not at all).
 What a user may read of a channel's events follows its membership now: none of a channel it
 left, only `channel.deleted` of a deleted one, and nothing but messages from before it joined.
+Events for the moderators' audience (`message.flagged`, `flag.resolved`) are read by the users
+whose workspace role is moderator or admin now, and by nobody else but the backend.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import msgspec
 
 from cariosan.db import events as rows
 from cariosan.db import messages as message_rows
-from cariosan.db.events import EventRow, ReaderChannel
+from cariosan.db import users as user_rows
+from cariosan.db.events import MODERATORS, EventRow, ReaderChannel
 from cariosan.db.pool import Database
+from cariosan.domain import permissions
 from cariosan.domain.auth import Caller
 from cariosan.domain.ids import MAX_SEQ
 from cariosan.domain.messages import shared_payload
@@ -74,8 +78,13 @@ async def resolve(
     return resolved
 
 
-def may_read(row: EventRow, user_id: str, channels: dict[str, ReaderChannel]) -> bool:
-    """Whether `user_id` may read this event of its own or of one of its `channels`."""
+def may_read(
+    row: EventRow, user_id: str, channels: dict[str, ReaderChannel], *, moderator: bool = False
+) -> bool:
+    """Whether `user_id` may read this event of its own or of one of its `channels` (or, for a
+    workspace `moderator`, of the moderators' audience)."""
+    if row.audience == MODERATORS:
+        return moderator
     if row.visible_to is not None and row.visible_to != user_id:
         return False  # about another user's shadow-banned message (domain/bans.py)
     if row.user_id == user_id:
@@ -124,11 +133,21 @@ async def events_since(
             readable = found[:limit]
         else:
             user_id = caller.user_id
+            # The role now: a socket's caller is as of its connect, and a demoted moderator's
+            # `resume` must not replay flags.
+            role = (
+                caller.role
+                if caller.is_server
+                else await user_rows.auth_lookup(conn, workspace_id, user_id)
+            )
+            moderator = caller.is_server or role in (permissions.MODERATOR, permissions.ADMIN)
             page = await rows.events_for_reader(
-                conn, workspace_id, user_id, after_seq, at.last_seq, limit + 1
+                conn, workspace_id, user_id, after_seq, at.last_seq, limit + 1, moderator=moderator
             )
             found, walked_to = page.events, page.walked_to
-            readable = [r for r in found[:limit] if may_read(r, user_id, page.channels)]
+            readable = [
+                r for r in found[:limit] if may_read(r, user_id, page.channels, moderator=moderator)
+            ]
         has_more = len(found) > limit or walked_to is not None
         found = found[:limit]
         resolved = await resolve(conn, workspace_id, readable)

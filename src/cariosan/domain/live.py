@@ -4,6 +4,12 @@ The gateway (realtime/) delivers; the rules live here: a user receives the persi
 the channels it belongs to, plus the events about itself (`user_id` on the event, e.g. its own
 `read.updated` or its `member.removed`). Membership is tracked by applying the membership
 events of the log in order, so a change takes effect at exactly its point in the stream.
+
+Events for the moderators' audience (flags) go to the workspace's moderators and admins. Every
+node tracks who they are the same way: the set read when its stream starts, then the role
+changes of the log (the `audit.recorded` entries `user.role_changed` and `user.deleted`, written
+in the transaction of the change), so a demoted moderator stops receiving flags at exactly
+that point, on every node, without a query per event.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ from typing import Any
 from cariosan.db import bans as ban_rows
 from cariosan.db import events as event_rows
 from cariosan.db import realtime as live_rows
-from cariosan.db.events import EventRow
+from cariosan.db.events import MODERATORS, EventRow
 from cariosan.db.pool import Database
-from cariosan.domain import bans, events, tokens
+from cariosan.domain import audit, bans, events, permissions, tokens
 from cariosan.domain.auth import Caller, authenticate
 from cariosan.domain.workspaces import SECRET_PREFIX
 from cariosan.errors import Unauthorized
@@ -33,16 +39,41 @@ class Audience:
     """Channel membership of one workspace, as of the last event applied."""
 
     members: dict[str, set[str]] = field(default_factory=dict)
+    # Users whose workspace role is moderator or admin.
+    moderators: set[str] = field(default_factory=set)
 
     @classmethod
-    def from_rows(cls, rows: list[tuple[str, str]]) -> Audience:
-        audience = cls()
+    def from_rows(
+        cls, rows: list[tuple[str, str]], moderators: list[str] | None = None
+    ) -> Audience:
+        audience = cls(moderators=set(moderators or ()))
         for channel_id, user_id in rows:
             audience.members.setdefault(channel_id, set()).add(user_id)
         return audience
 
+    def _apply_role_change(self, event: EventRow) -> None:
+        entry = event.payload.get("entry")
+        if not isinstance(entry, dict) or not isinstance(entry.get("target"), str):
+            return
+        kind, _, user_id = entry["target"].partition(":")
+        if kind != "user" or not user_id:
+            return
+        if entry.get("action") == audit.ROLE_CHANGED:
+            data = entry.get("data")
+            role = data.get("to") if isinstance(data, dict) else None
+            if role in (permissions.MODERATOR, permissions.ADMIN):
+                self.moderators.add(user_id)
+            else:
+                self.moderators.discard(user_id)
+        elif entry.get("action") == audit.USER_DELETED:
+            self.moderators.discard(user_id)
+
     def recipients(self, event: EventRow) -> set[str]:
-        """Apply the event's membership change, then return who receives it."""
+        """Apply the event's membership (or role) change, then return who receives it."""
+        if event.type == "audit.recorded":
+            self._apply_role_change(event)
+        if event.audience == MODERATORS:
+            return set(self.moderators)
         channel = event.channel_id
         if channel is not None:
             if event.type == "channel.created":
@@ -86,8 +117,8 @@ def _channel_members(payload: dict[str, Any]) -> set[str]:
 async def open_stream(database: Database, workspace_id: uuid.UUID) -> tuple[int, Audience]:
     """Where a workspace's live stream starts, and its membership at that point."""
     async with database.connection() as conn:
-        latest, rows = await live_rows.stream_start(conn, workspace_id)
-    return latest, Audience.from_rows(rows)
+        latest, rows, moderators = await live_rows.stream_start(conn, workspace_id)
+    return latest, Audience.from_rows(rows, moderators)
 
 
 @dataclass(frozen=True)

@@ -421,27 +421,37 @@ async def delete_message(database: Database, caller: Caller, message_id: str) ->
     """Soft-delete a message (domain/permissions.py: its author or a moderator of the channel).
     Deleting it again changes nothing (and writes no second event)."""
     async with database.transaction() as conn:
-        row, access = await message_access(conn, caller, message_id, moderation=True)
-        access.require(Action.MESSAGE_DELETE, author_id=row.user_id)
-        if not await rows.soft_delete(conn, caller.workspace_id, row.id):
-            return
-        if row.user_id != caller.user_id:
-            await audit.record(
-                conn,
-                caller.workspace_id,
-                actor=audit.actor_of(caller),
-                action=audit.MESSAGE_DELETED,
-                target=f"message:{row.id}",
-                data={"channel_id": access.channel_id, "author": row.user_id},
-            )
-        deleted = await rows.get_message(conn, caller.workspace_id, caller.user_id, row.id)
-        assert deleted is not None  # updated in this transaction
-        await append_event(
+        await delete_message_in(conn, caller, message_id)
+
+
+async def delete_message_in(
+    conn: asyncpg.Connection, caller: Caller, message_id: str, *, reason: str | None = None
+) -> bool:
+    """`delete_message` in the caller's transaction (a flag resolution deletes with it);
+    whether this call deleted it. `reason` goes to the audit entry."""
+    row, access = await message_access(conn, caller, message_id, moderation=True)
+    access.require(Action.MESSAGE_DELETE, author_id=row.user_id)
+    if not await rows.soft_delete(conn, caller.workspace_id, row.id):
+        return False
+    if row.user_id != caller.user_id:
+        await audit.record(
             conn,
             caller.workspace_id,
-            "message.deleted",
-            {},
-            channel_id=access.channel_id,
-            message_id=deleted.id,
-            actor_id=deleted.user_id,
+            actor=audit.actor_of(caller),
+            action=audit.MESSAGE_DELETED,
+            target=f"message:{row.id}",
+            reason=reason,
+            data={"channel_id": access.channel_id, "author": row.user_id},
         )
+    deleted = await rows.get_message(conn, caller.workspace_id, caller.user_id, row.id)
+    assert deleted is not None  # updated in this transaction
+    await append_event(
+        conn,
+        caller.workspace_id,
+        "message.deleted",
+        {},
+        channel_id=access.channel_id,
+        message_id=deleted.id,
+        actor_id=deleted.user_id,
+    )
+    return True

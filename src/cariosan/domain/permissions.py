@@ -59,6 +59,10 @@ class Action(StrEnum):
     # Bans (issue 14, point 2).
     BAN_WORKSPACE = "ban, unban or list bans workspace-wide"
     BAN_CHANNEL = "ban, unban or list bans in a channel"
+    # Flags and the review queue (issue 14 point 4). Flagging a user is open to every user.
+    FLAG_MESSAGE = "flag a message"
+    FLAG_REVIEW = "list flags (the review queue)"
+    FLAG_RESOLVE = "resolve a flag (dismiss, delete the message, ban the user)"
 
 
 # Whoever may moderate a channel: "mod" in API.md.
@@ -109,6 +113,10 @@ TABLE: dict[Action, dict[str, frozenset[Who]]] = {
     # Bans (issue 14, point 2).
     Action.BAN_WORKSPACE: _workspace(_WORKSPACE_MODS),
     Action.BAN_CHANNEL: _every_type(_CHANNEL_MODS),
+    # Flags and the review queue (issue 14 point 4): the backend flags as itself (a filter).
+    Action.FLAG_MESSAGE: _every_type({Who.BACKEND, Who.MEMBER}),
+    Action.FLAG_REVIEW: _workspace(_WORKSPACE_MODS),
+    Action.FLAG_RESOLVE: _workspace(_WORKSPACE_MODS),
 }
 
 

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from cariosan.config import Limits
 from cariosan.db import events as event_rows
+from cariosan.db import flags as flag_rows
 from cariosan.db import users as rows
 from cariosan.db.pool import Database
 from cariosan.domain import audit, tokens
@@ -101,6 +102,9 @@ async def delete_user(
             # Events about the user's messages resolve to nothing once the messages are gone;
             # those it caused or that name it go with it.
             await event_rows.remove_events_of_user(conn, workspace_id, user_id)
+            # Its reports too, and the flags about it (rows go with its row; events here).
+            await flag_rows.remove_flags_by(conn, workspace_id, user_id)
+            await event_rows.remove_flag_events_about(conn, workspace_id, user_id)
             # The remaining members' clients (and every node's view of who receives a
             # channel's events) learn that the user left, as with any removal. Not filed as
             # the user's own events: a user created later with this id must not read them.

@@ -40,6 +40,9 @@ EVENT_TYPES = frozenset(
         # Bans (issue 14, point 2).
         "user.banned",
         "user.unbanned",
+        # Flags (issue 14 point 4): for moderators and webhooks only.
+        "message.flagged",
+        "flag.resolved",
     }
 )
 STATUSES = ("pending", "succeeded", "failed")

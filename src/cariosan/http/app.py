@@ -24,6 +24,7 @@ from cariosan.http import (
     demo,
     docs,
     events,
+    flags,
     health,
     home,
     messages,
@@ -92,6 +93,8 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
             *audit.ROUTES,
             # Bans (issue 14, point 2).
             *bans.ROUTES,
+            # Flags and the review queue (issue 14 point 4).
+            *flags.ROUTES,
         ],
         dependencies={
             "services": Provide(lambda: services, use_cache=True, sync_to_thread=False),

@@ -24,7 +24,7 @@ from typing import Any, Literal, cast
 
 import msgspec
 
-from cariosan_client.models import Ban, Channel, Member, Message
+from cariosan_client.models import Ban, Channel, Flag, Member, Message
 
 __all__ = [
     "EVENT_TYPES",
@@ -34,10 +34,12 @@ __all__ = [
     "ChannelUpdated",
     "Event",
     "EventPage",
+    "FlagResolved",
     "MemberAdded",
     "MemberRemoved",
     "MemberUpdated",
     "MessageDeleted",
+    "MessageFlagged",
     "MessageNew",
     "MessageUpdated",
     "PersistedEvent",
@@ -176,6 +178,26 @@ class ResyncRequired(Event, kw_only=True, frozen=True):
     latest_seq: int
 
 
+# Flags (issue 14 point 4): received by workspace moderators and admins only.
+
+
+class MessageFlagged(PersistedEvent, kw_only=True, frozen=True):
+    """A message or a user was flagged; `message` is the flagged message as it is now (None for
+    a flag of a user)."""
+
+    type: Literal["message.flagged"] = "message.flagged"
+    flag: Flag
+    message: Message | None = None
+
+
+class FlagResolved(PersistedEvent, kw_only=True, frozen=True):
+    """A moderator resolved a flag (`flag.resolution` says how)."""
+
+    type: Literal["flag.resolved"] = "flag.resolved"
+    flag: Flag
+    message: Message | None = None
+
+
 class UnknownEvent(Event, kw_only=True, frozen=True):
     """An event of a type this SDK does not know; `data` is the whole event as sent."""
 
@@ -217,6 +239,9 @@ AnyEvent = (
     | TypingStop
     | PresenceChanged
     | ResyncRequired
+    # Flags (issue 14 point 4).
+    | MessageFlagged
+    | FlagResolved
     | UnknownEvent
     # Bans (issue 14, point 2).
     | UserBanned
@@ -251,6 +276,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         # Bans (issue 14, point 2).
         UserBanned,
         UserUnbanned,
+        # Flags (issue 14 point 4).
+        MessageFlagged,
+        FlagResolved,
     )
 }
 

@@ -21,6 +21,8 @@ __all__ = [
     "Delivery",
     "DeliveryPage",
     "Download",
+    "Flag",
+    "FlagPage",
     "Me",
     "Member",
     "Message",
@@ -180,6 +182,38 @@ class AuditEntry(msgspec.Struct, kw_only=True, frozen=True):
 
 class AuditPage(msgspec.Struct, kw_only=True, frozen=True):
     entries: list[AuditEntry] = msgspec.field(default_factory=list)
+    next_cursor: str | None = None
+
+
+# Flags and the review queue (issue 14 point 4).
+
+
+class Flag(msgspec.Struct, kw_only=True, frozen=True):
+    """A report of a message (`message_id` set) or of a user, for the workspace's moderators.
+
+    `user_id` is the user it is about (a message flag: the message's author); `reporter_id` a
+    user id or "backend". `message` is the message as it is now (None for a user flag);
+    `context`, in the review queue, a few messages around it, oldest first, itself included.
+    """
+
+    id: str
+    message: Message | None = None
+    message_id: str | None = None
+    channel_id: str | None = None
+    user_id: str
+    reporter_id: str
+    reason: str | None = None
+    status: str = "open"
+    created_at: datetime
+    resolution: str | None = None
+    resolution_reason: str | None = None
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+    context: list[Message] | None = None
+
+
+class FlagPage(msgspec.Struct, kw_only=True, frozen=True):
+    flags: list[Flag] = msgspec.field(default_factory=list)
     next_cursor: str | None = None
 
 

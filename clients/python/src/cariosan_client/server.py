@@ -26,6 +26,8 @@ from cariosan_client.models import (
     BanPage,
     Delivery,
     DeliveryPage,
+    Flag,
+    FlagPage,
     Token,
     User,
     Webhook,
@@ -254,3 +256,40 @@ class ServerClient:
     ) -> AsyncIterator[Ban]:
         """Every active ban (all, or `channel_id`'s), a page at a time."""
         return _bans.iter_bans(self._request, channel_id, page_size)
+
+    # -- flags and the review queue (issue 14 point 4) -------------------------------------------
+
+    async def list_flags(
+        self,
+        status: Literal["open", "resolved"] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> FlagPage:
+        """A page of the review queue (workspace moderators and admins), newest first, each
+        message flag with its message and `context`; pass `next_cursor` back for the next."""
+        params = {"status": status, "limit": limit, "cursor": cursor}
+        return decode(await self._request("GET", "/v1/moderation/flags", params=params), FlagPage)
+
+    async def iter_flags(
+        self, status: Literal["open", "resolved"] | None = None, *, page_size: int | None = None
+    ) -> AsyncIterator[Flag]:
+        """Every flag of `status` (default open), newest first, a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_flags(status, limit=page_size, cursor=cursor)
+            for flag in page.flags:
+                yield flag
+            if not page.next_cursor or not page.flags:
+                return
+            cursor = page.next_cursor
+
+    async def resolve_flag(
+        self,
+        flag_id: str,
+        action: Literal["dismiss", "delete_message", "ban_user"],
+        reason: str | None = None,
+    ) -> Flag:
+        """Close an open flag: dismiss it, delete the flagged message, or ban the user."""
+        path = f"/v1/moderation/flags/{segment(flag_id)}/resolve"
+        body = {"action": action, **({"reason": reason} if reason is not None else {})}
+        return decode(await self._request("POST", path, json=body), Flag)

@@ -266,6 +266,12 @@ class ChatClient(_Facade):
     unban_user = _blocking(aio_chat.ChatClient.unban_user)
     list_bans = _blocking(aio_chat.ChatClient.list_bans)
     iter_bans = _blocking_iter(aio_chat.ChatClient.iter_bans)
+    # Flags and the review queue (issue 14 point 4).
+    flag_message = _blocking(aio_chat.ChatClient.flag_message)
+    flag_user = _blocking(aio_chat.ChatClient.flag_user)
+    list_flags = _blocking(aio_chat.ChatClient.list_flags)
+    iter_flags = _blocking_iter(aio_chat.ChatClient.iter_flags)
+    resolve_flag = _blocking(aio_chat.ChatClient.resolve_flag)
 
 
 class ServerClient(_Facade):
@@ -330,3 +336,7 @@ class ServerClient(_Facade):
     unban_user = _blocking(aio_server.ServerClient.unban_user)
     list_bans = _blocking(aio_server.ServerClient.list_bans)
     iter_bans = _blocking_iter(aio_server.ServerClient.iter_bans)
+    # Flags and the review queue (issue 14 point 4).
+    list_flags = _blocking(aio_server.ServerClient.list_flags)
+    iter_flags = _blocking_iter(aio_server.ServerClient.iter_flags)
+    resolve_flag = _blocking(aio_server.ServerClient.resolve_flag)
