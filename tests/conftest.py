@@ -182,6 +182,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         storage_dir=tmp_path_factory.mktemp("attachments"),
         database_wait_seconds=10,
         limits=Limits(),
+        # Several test processes share one PostgreSQL (100 connections): a test's server needs
+        # few, and requests beyond them wait for one.
+        database_pool_size=8,
     )
 
 
