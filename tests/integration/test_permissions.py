@@ -223,6 +223,11 @@ async def _audit(case: Case) -> httpx.Response:
     return await case.http.get("/v1/audit")
 
 
+# Mutes and blocks (issue 14.3).
+async def _mute_channel(case: Case) -> httpx.Response:
+    return await case.http.put(f"/v1/channels/{case.channel}/mute")
+
+
 PERFORMERS: dict[Action, Performer] = {
     Action.CHANNEL_UPDATE: _update,
     Action.CHANNEL_DELETE: _delete_channel,
@@ -235,6 +240,8 @@ PERFORMERS: dict[Action, Performer] = {
     Action.MESSAGE_EDIT: _edit,
     Action.MESSAGE_DELETE: _delete_message,
     Action.AUDIT_READ: _audit,
+    # Mutes and blocks (issue 14.3).
+    Action.CHANNEL_MUTE: _mute_channel,
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
+from cariosan.db.mutes import MUTED_AUTHORS_SQL
 from cariosan.db.pool import REFUSED_VALUES, refused_value
 from cariosan.errors import ValidationFailed
 
@@ -41,6 +42,8 @@ class MessageRow:
     own_reactions: list[str]
     # {id, filename, content_type, size} of each attachment, in the order the message gave them.
     attachments: list[dict[str, Any]]
+    # The viewing user mutes the author (db/mutes.py); False without a viewer.
+    muted: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,8 @@ def _with_reactions(order: str) -> str:
     return f"""
         SELECT p.*, coalesce(rx.counts, '{{}}'::jsonb) AS reactions,
                coalesce(rx.own, '{{}}'::text[]) AS own_reactions,
-               coalesce(ax.files, '[]'::jsonb) AS attachments
+               coalesce(ax.files, '[]'::jsonb) AS attachments,
+               p.user_id = ANY({MUTED_AUTHORS_SQL}) AS muted
         FROM page p
         LEFT JOIN LATERAL (
             SELECT jsonb_object_agg(t.type, t.n) AS counts,
@@ -113,6 +117,7 @@ def _row(r: asyncpg.Record) -> MessageRow:
         msgspec.json.decode(r["reactions"]),
         list(r["own_reactions"]),
         msgspec.json.decode(r["attachments"]),
+        r["muted"],
     )
 
 
@@ -317,7 +322,7 @@ async def insert_message(
             VALUES ($1, $2, $3, $4, $5, $6, $7::text[], $8::jsonb, $9::uuid[])
             ON CONFLICT (workspace_id, id) DO NOTHING
             RETURNING {_COLUMNS}, '{{}}'::jsonb AS reactions, '{{}}'::text[] AS own_reactions,
-                '[]'::jsonb AS attachments
+                '[]'::jsonb AS attachments, false AS muted
             """,  # noqa: S608
             workspace_id,
             message_id,

@@ -22,6 +22,7 @@ from cariosan.db import events as rows
 from cariosan.db import messages as message_rows
 from cariosan.db.events import EventRow, ReaderChannel
 from cariosan.db.pool import Database
+from cariosan.domain import mutes
 from cariosan.domain.auth import Caller
 from cariosan.domain.ids import MAX_SEQ
 from cariosan.domain.messages import shared_payload
@@ -128,6 +129,7 @@ async def events_since(
         has_more = len(found) > limit or walked_to is not None
         found = found[:limit]
         resolved = await resolve(conn, workspace_id, readable)
+        resolved = await mutes.mark_muted_authors(conn, caller, resolved)
     if walked_to is not None:
         latest = walked_to  # the walk's bound ended the page: everything up to it was seen
     elif has_more:

@@ -56,6 +56,8 @@ class Action(StrEnum):
     MESSAGE_EDIT = "edit a message"
     MESSAGE_DELETE = "delete a message"
     AUDIT_READ = "read the audit log"
+    # Mutes and blocks (issue 14.3): muting a channel is the member's own business.
+    CHANNEL_MUTE = "mute or unmute a channel (for oneself)"
 
 
 # Whoever may moderate a channel: "mod" in API.md.
@@ -103,6 +105,9 @@ TABLE: dict[Action, dict[str, frozenset[Who]]] = {
     Action.MESSAGE_EDIT: _every_type({Who.BACKEND, Who.ADMIN, Who.AUTHOR}),
     Action.MESSAGE_DELETE: _every_type(_CHANNEL_MODS | {Who.AUTHOR}),
     Action.AUDIT_READ: _workspace({Who.BACKEND, Who.ADMIN}),
+    # Mutes and blocks (issue 14.3). Muting or blocking a user is open to every user for itself
+    # and is not about a channel or a role, so it has no row.
+    Action.CHANNEL_MUTE: _every_type({Who.MEMBER}),
 }
 
 

@@ -27,6 +27,7 @@ from cariosan.http import (
     home,
     messages,
     middleware,
+    mutes,
     openapi,
     users,
     webhooks,
@@ -89,6 +90,8 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
             *webhooks.ROUTES,
             *attachments.ROUTES,
             *audit.ROUTES,
+            # Mutes and blocks (issue 14.3).
+            *mutes.ROUTES,
         ],
         dependencies={
             "services": Provide(lambda: services, use_cache=True, sync_to_thread=False),
