@@ -22,6 +22,7 @@ from cariosan.domain.workspaces import NewWorkspace
 from cariosan_client import ChatClient, Forbidden, NotFound, ServerClient, ValidationFailed
 from cariosan_client import sync as sync_client
 from tests.support.chat import backend_client, make_user, user_client
+from tests.support.live import LiveClient, live
 from tests.support.server import RunningServer
 
 People = dict[str, str]
@@ -252,6 +253,56 @@ async def test_a_user_mute_with_expires_at_ends_on_its_own(
         return not await muted()
 
     await _until(unmuted)
+
+
+async def _live_message(client: LiveClient) -> dict[str, Any]:
+    (event,) = await client.events(1, types=("message.new",))
+    message: dict[str, Any] = event["message"]
+    return message
+
+
+async def test_live_message_events_carry_muted_only_for_the_muter(
+    server: RunningServer, people: People
+) -> None:
+    channel = await _group(server, people["alice"], ["bob", "carol"], "live")
+    async with live(server.url, people["bob"]) as bob, live(server.url, people["carol"]) as carol:
+        await _send(server, people["alice"], channel, "before")
+        assert (await _live_message(bob))["muted"] is False
+        assert (await _live_message(carol))["muted"] is False
+
+        async with user_client(server, people["bob"]) as http:
+            await _ok(http.put("/v1/users/alice/mute"))
+        await _send(server, people["alice"], channel, "muted")
+        seen_by_bob = await _live_message(bob)
+        assert (seen_by_bob["text"], seen_by_bob["muted"]) == ("muted", True)
+        assert (await _live_message(carol))["muted"] is False
+        # Carol's messages are not alice's: bob sees them unmuted.
+        await _send(server, people["carol"], channel, "from carol")
+        assert (await _live_message(bob))["muted"] is False
+        await _live_message(carol)
+
+        async with user_client(server, people["bob"]) as http:
+            await _ok(http.delete("/v1/users/alice/mute"))
+        await _send(server, people["alice"], channel, "unmuted")
+        assert (await _live_message(bob))["muted"] is False
+        await _live_message(carol)
+
+        # A mute with an end: live marks stop at it, with nothing to tell the hub.
+        async with user_client(server, people["bob"]) as http:
+            await _ok(http.put("/v1/users/alice/mute", json={"expires_at": _soon(2)}))
+        await _send(server, people["alice"], channel, "briefly muted")
+        assert (await _live_message(bob))["muted"] is True
+        await _live_message(carol)
+        await asyncio.sleep(2.2)
+        await _send(server, people["alice"], channel, "after the end")
+        assert (await _live_message(bob))["muted"] is False
+
+    # A socket opened while a mute holds knows it from the start.
+    async with user_client(server, people["bob"]) as http:
+        await _ok(http.put("/v1/users/alice/mute"))
+    async with live(server.url, people["bob"]) as bob:
+        await _send(server, people["alice"], channel, "on a new socket")
+        assert (await _live_message(bob))["muted"] is True
 
 
 # ---- blocks ----------------------------------------------------------------------------------

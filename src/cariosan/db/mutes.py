@@ -103,6 +103,21 @@ async def muted_authors(
     return frozenset(value or ())
 
 
+async def mutes_of(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str
+) -> dict[str, datetime | None]:
+    """The users `user_id` mutes now, each with the end of its mute (None: until unmuted)."""
+    rows = await conn.fetch(
+        f"""
+        SELECT muted_id, expires_at FROM user_mutes um
+        WHERE um.workspace_id = $1 AND um.user_id = $2 AND {ACTIVE.format(alias="um")}
+        """,  # noqa: S608 (constant SQL fragment, values are parameters)
+        workspace_id,
+        user_id,
+    )
+    return {r["muted_id"]: r["expires_at"] for r in rows}
+
+
 async def block_user(
     conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str, blocked_id: str
 ) -> None:

@@ -3,7 +3,7 @@
 - A member mutes a channel, for good or until `expires_at`: the channel no longer counts in its
   `total_unread` and is `muted` in its channel list.
 - A user mutes another: the other's messages carry `muted: true` for it (for every other
-  reader `muted` is false).
+  reader `muted` is false): in reads, catch-up, and live events (realtime/hub.py).
 - A user blocks another: no new dm between the two (whichever of them, or the backend, starts
   it), and the blocked user's mentions of the blocker are dropped from its messages (the
   message is still sent: the blocked user is not told, as on Slack, Discord or X).
@@ -14,8 +14,10 @@ it were not there: reads compare with now(), nothing has to run at its end.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 import asyncpg
 import msgspec
@@ -32,6 +34,13 @@ from cariosan.domain.permissions import Action
 from cariosan.errors import Forbidden, NotFound, ValidationFailed
 
 DEFAULT_PAGE, MAX_PAGE = 50, 200
+
+
+class MuteListener(Protocol):
+    """The live sockets of every server node (realtime/hub.py): told after a commit, so that
+    live message events carry the user's new mutes."""
+
+    def mutes_changed(self, workspace_id: uuid.UUID, user_id: str) -> None: ...
 
 
 class Block(msgspec.Struct):
@@ -91,19 +100,27 @@ async def _other_user(
 
 
 async def mute_user(
-    database: Database, caller: Caller, target: str, expires_at: datetime | None
+    database: Database,
+    sessions: MuteListener,
+    caller: Caller,
+    target: str,
+    expires_at: datetime | None,
 ) -> None:
     """Mute another user (again: the new expiry replaces the old)."""
     expires_at = valid_expiry(expires_at)
     async with database.transaction() as conn:
         user_id, target = await _other_user(conn, caller, target, "mute")
         await rows.mute_user(conn, caller.workspace_id, user_id, target, expires_at)
+    sessions.mutes_changed(caller.workspace_id, user_id)
 
 
-async def unmute_user(database: Database, caller: Caller, target: str) -> None:
+async def unmute_user(
+    database: Database, sessions: MuteListener, caller: Caller, target: str
+) -> None:
     async with database.transaction() as conn:
         user_id, target = await _other_user(conn, caller, target, "unmute")
         await rows.unmute_user(conn, caller.workspace_id, user_id, target)
+    sessions.mutes_changed(caller.workspace_id, user_id)
 
 
 async def block_user(database: Database, caller: Caller, target: str) -> None:

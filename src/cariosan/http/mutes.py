@@ -57,14 +57,14 @@ async def mute_user(
     """Mute another user: its messages carry `muted: true` for the caller, until `expires_at`
     or until unmuted."""
     body = data or MuteIn()
-    await mutes.mute_user(services.db, caller, user_id, body.expires_at)
+    await mutes.mute_user(services.db, services.hub, caller, user_id, body.expires_at)
 
 
 @delete("/v1/users/{user_id:str}/mute", status_code=204, tags=["moderation"])
 async def unmute_user(
     user_id: FromPath[str], caller: NamedDependency[Caller], services: NamedDependency[Services]
 ) -> None:
-    await mutes.unmute_user(services.db, caller, user_id)
+    await mutes.unmute_user(services.db, services.hub, caller, user_id)
 
 
 @put("/v1/users/{user_id:str}/block", status_code=204, tags=["moderation"])
