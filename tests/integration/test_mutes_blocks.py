@@ -18,12 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from cariosan.domain.workspaces import NewWorkspace
+from cariosan.config import Settings
+from cariosan.domain.workspaces import NewWorkspace, create_workspace
 from cariosan_client import ChatClient, Forbidden, NotFound, ServerClient, ValidationFailed
 from cariosan_client import sync as sync_client
 from tests.support.chat import backend_client, make_user, user_client
 from tests.support.live import LiveClient, live
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, start_server
 
 People = dict[str, str]
 
@@ -303,6 +304,41 @@ async def test_live_message_events_carry_muted_only_for_the_muter(
     async with live(server.url, people["bob"]) as bob:
         await _send(server, people["alice"], channel, "on a new socket")
         assert (await _live_message(bob))["muted"] is True
+
+
+async def test_a_mute_made_on_one_node_marks_live_events_on_another(
+    settings: Settings, redis_url: str, redis_prefix: str
+) -> None:
+    shared = settings.with_overrides(redis_url=redis_url, redis_prefix=redis_prefix)
+    async with start_server(shared) as node_a, start_server(shared) as node_b:
+        workspace = await create_workspace(node_a.services.db, "two nodes")
+        alice = await make_user(node_a, workspace, "alice")
+        bob = await make_user(node_a, workspace, "bob")
+        channel = await _group(node_a, alice, ["bob"], "nodes")
+        async with live(node_b.url, bob) as bob_live:
+            async with user_client(node_a, bob) as http:
+                await _ok(http.put("/v1/users/alice/mute"))
+            # The notice crosses the bus while alice writes: within a few messages, node B
+            # marks them, and from then on every one.
+            marks = []
+            for n in range(20):
+                await _send(node_a, alice, channel, f"m{n}")
+                marks.append((await _live_message(bob_live))["muted"])
+                if marks[-1]:
+                    break
+                await asyncio.sleep(0.1)
+            assert marks[-1] is True, marks
+            await _send(node_a, alice, channel, "again")
+            assert (await _live_message(bob_live))["muted"] is True
+            async with user_client(node_a, bob) as http:
+                await _ok(http.delete("/v1/users/alice/mute"))
+            for n in range(20):
+                await _send(node_a, alice, channel, f"u{n}")
+                if not (await _live_message(bob_live))["muted"]:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("node B kept marking alice's messages after the unmute")
 
 
 # ---- blocks ----------------------------------------------------------------------------------
