@@ -493,6 +493,31 @@ async def test_mutes_and_blocks_stay_in_their_workspace(
     assert await _total_unread(server, people["bob"]) == 0
 
 
+async def test_a_hard_deleted_user_leaves_no_mute_or_block_behind(
+    server: RunningServer, workspace: NewWorkspace, people: People
+) -> None:
+    channel = await _group(server, people["alice"], ["bob"], "gone")
+    async with user_client(server, people["bob"]) as bob:
+        await _ok(bob.put("/v1/users/alice/mute"))
+        await _ok(bob.put("/v1/users/alice/block"))
+    async with user_client(server, people["alice"]) as alice:
+        await _ok(alice.put(f"/v1/channels/{channel}/mute"))
+        await _ok(alice.put("/v1/users/carol/mute"))
+        await _ok(alice.put("/v1/users/carol/block"))
+    async with backend_client(server, workspace) as backend:
+        await _ok(backend.delete("/v1/users/alice", params={"mode": "hard"}))
+    async with server.services.db.connection() as conn:
+        left = await conn.fetchval(
+            """
+            SELECT (SELECT count(*) FROM channel_mutes WHERE user_id = 'alice')
+                 + (SELECT count(*) FROM user_mutes WHERE 'alice' IN (user_id, muted_id))
+                 + (SELECT count(*) FROM user_blocks WHERE 'alice' IN (user_id, blocked_id))
+            """
+        )
+    assert left == 0
+    assert (await _get(server, people["bob"], "/v1/users/me/blocks"))["blocks"] == []
+
+
 # ---- SDKs ------------------------------------------------------------------------------------
 
 
