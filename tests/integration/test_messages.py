@@ -38,6 +38,8 @@ MESSAGE_FIELDS = {
     "created_at",
     "edited_at",
     "deleted_at",
+    # Mutes and blocks (issue 14.3): true only for a reader who mutes the author.
+    "muted",
 }
 
 

@@ -258,6 +258,11 @@ async def _flag_resolve(case: Case) -> httpx.Response:
     return await case.http.post(path, json={"action": "dismiss"})
 
 
+# Mutes and blocks (issue 14.3).
+async def _mute_channel(case: Case) -> httpx.Response:
+    return await case.http.put(f"/v1/channels/{case.channel}/mute")
+
+
 PERFORMERS: dict[Action, Performer] = {
     Action.CHANNEL_UPDATE: _update,
     Action.CHANNEL_DELETE: _delete_channel,
@@ -277,6 +282,8 @@ PERFORMERS: dict[Action, Performer] = {
     Action.FLAG_MESSAGE: _flag_message,
     Action.FLAG_REVIEW: _flag_review,
     Action.FLAG_RESOLVE: _flag_resolve,
+    # Mutes and blocks (issue 14.3).
+    Action.CHANNEL_MUTE: _mute_channel,
 }
 
 

@@ -175,6 +175,24 @@ async def _seed_flags(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> Non
     )
 
 
+async def _seed_mutes_blocks(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> None:
+    await conn.execute("INSERT INTO users (workspace_id, id, name) VALUES ($1, 'bob', 'Bob')", ws)
+    await conn.execute(
+        "INSERT INTO channel_mutes (workspace_id, user_id, channel_id) "
+        "VALUES ($1, 'alice', 'room')",
+        ws,
+    )
+    await conn.execute(
+        "INSERT INTO user_mutes (workspace_id, user_id, muted_id, expires_at) "
+        "VALUES ($1, 'alice', 'bob', now() + interval '1 day')",
+        ws,
+    )
+    await conn.execute(
+        "INSERT INTO user_blocks (workspace_id, user_id, blocked_id) VALUES ($1, 'bob', 'alice')",
+        ws,
+    )
+
+
 # Rows valid at each schema version, written at that version and at every later one. A new
 # migration adds its entry here, so that its tables carry data through later upgrades too.
 # Each entry: (the seed, a table it writes one row to per step, counted at the end), or None for
@@ -192,6 +210,7 @@ SEEDS: dict[int, tuple[Seed, str] | None] = {
     9: (_seed_audit_log, "audit_log"),
     10: (_seed_bans, "bans"),
     11: (_seed_flags, "flags"),
+    12: (_seed_mutes_blocks, "user_blocks"),
 }
 
 

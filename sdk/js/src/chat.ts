@@ -2,9 +2,14 @@ import { CariosanError } from "./errors.js";
 import { compact, Connection, type FetchLike, type Query, segment } from "./http.js";
 import { LiveStream, type WebSocketConstructor } from "./live.js";
 import type {
-  Ban, BanPage, Channel, ChannelPage, ChannelType, Download, EventPage, Flag, FlagAction, FlagPage,
+  Ban, BanPage, BlockPage, Channel, ChannelPage, ChannelType, Download, EventPage, Flag, FlagAction, FlagPage,
   FlagStatus, JsonObject, Me, Member, MemberRole, Message, MessagePage, Upload,
 } from "./types.js";
+
+function expiry(expiresAt: Date | string | undefined): { expires_at?: string } {
+  if (expiresAt === undefined) return {};
+  return { expires_at: expiresAt instanceof Date ? expiresAt.toISOString() : expiresAt };
+}
 
 /** Returns a fresh user JWT (from your backend); called again once when a token is refused. */
 export type TokenProvider = () => string | Promise<string>;
@@ -336,6 +341,44 @@ export class ChatClient {
   /** A presigned download URL (valid 15 minutes) for an attachment. */
   getAttachment(id: string): Promise<Download> {
     return this.request("GET", `/v1/attachments/${segment(id)}`);
+  }
+
+  // -- mutes and blocks (private to the caller) ----------------------------------------------
+
+  /**
+   * Mute a channel the caller belongs to, until `expiresAt` or `unmuteChannel`: it no longer
+   * counts in `me().total_unread` and is `muted` in `listChannels`. Muting again replaces the
+   * expiry.
+   */
+  async muteChannel(channelId: string, options: { expiresAt?: Date | string } = {}): Promise<void> {
+    await this.request("PUT", `/v1/channels/${segment(channelId)}/mute`, { body: expiry(options.expiresAt) });
+  }
+
+  async unmuteChannel(channelId: string): Promise<void> {
+    await this.request("DELETE", `/v1/channels/${segment(channelId)}/mute`);
+  }
+
+  /** Mute another user, until `expiresAt` or `unmuteUser`: its messages come with `muted: true` for the caller. */
+  async muteUser(userId: string, options: { expiresAt?: Date | string } = {}): Promise<void> {
+    await this.request("PUT", `/v1/users/${segment(userId)}/mute`, { body: expiry(options.expiresAt) });
+  }
+
+  async unmuteUser(userId: string): Promise<void> {
+    await this.request("DELETE", `/v1/users/${segment(userId)}/mute`);
+  }
+
+  /** Block another user: no new dm between the two (403 FORBIDDEN), and its mentions of the caller are dropped. */
+  async blockUser(userId: string): Promise<void> {
+    await this.request("PUT", `/v1/users/${segment(userId)}/block`);
+  }
+
+  async unblockUser(userId: string): Promise<void> {
+    await this.request("DELETE", `/v1/users/${segment(userId)}/block`);
+  }
+
+  /** The users the caller blocks, newest block first. */
+  listBlocks(options: { limit?: number; cursor?: string } = {}): Promise<BlockPage> {
+    return this.request("GET", "/v1/users/me/blocks", { query: options });
   }
 
   // -- search and events ---------------------------------------------------------------------

@@ -59,10 +59,12 @@ export interface Message {
   created_at: Timestamp;
   edited_at: Timestamp | null;
   deleted_at: Timestamp | null;
+  /** `true` when the reading user mutes the author (`muteUser`); false for everyone else. */
+  muted?: boolean;
 }
 export const MESSAGE_FIELDS = fields<Message>()([
   "id", "channel_id", "user_id", "text", "parent_id", "reply_count", "attachments", "mentions",
-  "reactions", "own_reactions", "data", "created_at", "edited_at", "deleted_at",
+  "reactions", "own_reactions", "data", "created_at", "edited_at", "deleted_at", "muted",
 ]);
 
 export type MemberRole = "owner" | "moderator" | "member";
@@ -89,10 +91,12 @@ export interface Channel {
   created_at: Timestamp;
   updated_at: Timestamp | null;
   deleted_at: Timestamp | null;
+  /** The reading user muted the channel (`muteChannel`): it does not count in `total_unread`. */
+  muted?: boolean;
 }
 export const CHANNEL_FIELDS = fields<Channel>()([
   "id", "type", "name", "data", "member_count", "last_message", "last_message_at", "unread_count",
-  "members", "created_by", "created_at", "updated_at", "deleted_at",
+  "members", "created_by", "created_at", "updated_at", "deleted_at", "muted",
 ]);
 
 export interface ChannelPage {
@@ -107,6 +111,21 @@ export interface MessagePage {
   has_more: boolean;
 }
 export const MESSAGE_PAGE_FIELDS = fields<MessagePage>()(["messages", "has_more"]);
+
+// Mutes and blocks (issue 14.3).
+/** A user the caller blocks (`blockUser`), and since when. */
+export interface Block {
+  user_id: string;
+  created_at: Timestamp;
+}
+export const BLOCK_FIELDS = fields<Block>()(["user_id", "created_at"]);
+
+/** The users the caller blocks, newest block first. */
+export interface BlockPage {
+  blocks: Block[];
+  next_cursor: string | null;
+}
+export const BLOCK_PAGE_FIELDS = fields<BlockPage>()(["blocks", "next_cursor"]);
 
 export interface Me {
   user: User;
@@ -292,6 +311,9 @@ export const SCHEMA_COMPONENTS = {
   // Flags and the review queue (issue 14 point 4).
   FlagView: FLAG_FIELDS,
   FlagPage: FLAG_PAGE_FIELDS,
+  // Mutes and blocks (issue 14.3).
+  Block: BLOCK_FIELDS,
+  BlockPage: BLOCK_PAGE_FIELDS,
 } as const;
 /** Fields the SDK knows that a server may not publish yet (API.md "Additions in progress"). */
 export const PENDING_FIELDS: Readonly<Record<string, readonly string[]>> = {

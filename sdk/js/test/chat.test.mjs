@@ -327,3 +327,34 @@ test("flags: members report, moderators review and resolve, and only they get th
   const reporterEvents = (await reporterChat.events({ afterSeq: 0, limit: 1000 })).events;
   assert.ok(!reporterEvents.some((e) => e.type === "message.flagged" || e.type === "flag.resolved"));
 });
+
+// Mutes and blocks (issue 14.3).
+test("mutes and blocks: muteChannel, muteUser, blockUser and their undoing", async () => {
+  const alice = unique("alice");
+  const bob = unique("bob");
+  const chatA = await userClient(alice);
+  const chatB = await userClient(bob);
+  const channel = await chatA.createChannel({ type: "group", members: [bob] });
+  await chatA.send(channel.id, { text: "hello" });
+  assert.equal((await chatB.me()).total_unread, 1);
+
+  await chatB.muteChannel(channel.id, { expiresAt: new Date(Date.now() + 3_600_000) });
+  assert.equal((await chatB.me()).total_unread, 0);
+  assert.equal((await chatB.getChannel(channel.id)).muted, true);
+  assert.equal((await chatA.getChannel(channel.id)).muted, false);
+  await chatB.unmuteChannel(channel.id);
+  assert.equal((await chatB.me()).total_unread, 1);
+
+  await chatB.muteUser(alice);
+  assert.deepEqual((await chatB.listMessages(channel.id)).messages.map((m) => m.muted), [true]);
+  assert.deepEqual((await chatA.listMessages(channel.id)).messages.map((m) => m.muted), [false]);
+  await chatB.unmuteUser(alice);
+  assert.deepEqual((await chatB.listMessages(channel.id)).messages.map((m) => m.muted), [false]);
+
+  await chatB.blockUser(alice);
+  assert.deepEqual((await chatB.listBlocks()).blocks.map((b) => b.user_id), [alice]);
+  await assert.rejects(chatA.createChannel({ type: "dm", members: [bob] }), (error) => error.code === "FORBIDDEN");
+  await assert.rejects(chatB.muteUser(bob), (error) => error.code === "VALIDATION_FAILED");
+  await chatB.unblockUser(alice);
+  assert.equal((await chatA.createChannel({ type: "dm", members: [bob] })).type, "dm");
+});

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from cariosan.db.mutes import ACTIVE, MUTED_AUTHORS_SQL
 from cariosan.db.pool import refused_value
 from cariosan.db.reads import UNREAD_COUNT_SQL
 from cariosan.errors import ValidationFailed
@@ -30,6 +31,8 @@ class LastMessageRow:
     reactions: dict[str, int]
     own_reactions: list[str]
     attachments: list[dict[str, Any]]
+    # The viewer mutes the message's author.
+    muted: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class ChannelRow:
     # For the viewing user (0 when it is not a member or there is none).
     unread_count: int
     last_message: LastMessageRow | None
+    # The viewer muted the channel (and the mute has not run out).
+    muted: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,10 +76,15 @@ _SELECT = f"""
            lm.reply_count AS lm_reply_count, lm.mentions AS lm_mentions, lm.data AS lm_data,
            lm.created_at AS lm_created_at, lm.edited_at AS lm_edited_at,
            lm.reactions AS lm_reactions, lm.own_reactions AS lm_own_reactions,
-           lm.attachments AS lm_attachments
+           lm.attachments AS lm_attachments,
+           coalesce(lm.user_id = ANY({MUTED_AUTHORS_SQL}), false) AS lm_muted,
+           cm.user_id IS NOT NULL AS muted
     FROM channels c
     LEFT JOIN channel_members me
       ON me.workspace_id = c.workspace_id AND me.channel_id = c.id AND me.user_id = $2
+    LEFT JOIN channel_mutes cm
+      ON cm.workspace_id = c.workspace_id AND cm.user_id = $2 AND cm.channel_id = c.id
+     AND {ACTIVE.format(alias="cm")}
     LEFT JOIN LATERAL (
         SELECT last.*,
                coalesce((
@@ -133,6 +143,7 @@ def _last_message(r: asyncpg.Record) -> LastMessageRow | None:
         msgspec.json.decode(r["lm_reactions"]),
         list(r["lm_own_reactions"]),
         msgspec.json.decode(r["lm_attachments"]),
+        r["lm_muted"],
     )
 
 
@@ -151,6 +162,7 @@ def _row(r: asyncpg.Record) -> ChannelRow:
         r["member_count"],
         r["unread_count"],
         _last_message(r),
+        r["muted"],
     )
 
 
@@ -377,6 +389,15 @@ async def remove_member(
         channel_id,
         user_id,
     )
+    if r is not None:
+        # A mute is the member's: it ends with the membership (rejoining starts unmuted).
+        await conn.execute(
+            "DELETE FROM channel_mutes "
+            "WHERE workspace_id = $1 AND user_id = $2 AND channel_id = $3",
+            workspace_id,
+            user_id,
+            channel_id,
+        )
     return None if r is None else MemberRow(r["user_id"], r["role"], r["joined_at"])
 
 

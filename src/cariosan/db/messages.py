@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
+from cariosan.db.mutes import MUTED_AUTHORS_SQL
 from cariosan.db.pool import REFUSED_VALUES, refused_value
 from cariosan.errors import ValidationFailed
 
@@ -43,6 +44,8 @@ class MessageRow:
     attachments: list[dict[str, Any]]
     # Sent under a shadow ban: shown to its author only (domain/bans.py).
     shadow: bool = False
+    # The viewing user mutes the author (db/mutes.py); False without a viewer.
+    muted: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,8 @@ def _with_reactions(order: str) -> str:
     return f"""
         SELECT p.*, coalesce(rx.counts, '{{}}'::jsonb) AS reactions,
                coalesce(rx.own, '{{}}'::text[]) AS own_reactions,
-               coalesce(ax.files, '[]'::jsonb) AS attachments
+               coalesce(ax.files, '[]'::jsonb) AS attachments,
+               p.user_id = ANY({MUTED_AUTHORS_SQL}) AS muted
         FROM page p
         LEFT JOIN LATERAL (
             SELECT jsonb_object_agg(t.type, t.n) AS counts,
@@ -119,6 +123,7 @@ def _row(r: asyncpg.Record) -> MessageRow:
         list(r["own_reactions"]),
         msgspec.json.decode(r["attachments"]),
         r["shadow"],
+        r["muted"],
     )
 
 
@@ -325,7 +330,7 @@ async def insert_message(
             VALUES ($1, $2, $3, $4, $5, $6, $7::text[], $8::jsonb, $9::uuid[], $10)
             ON CONFLICT (workspace_id, id) DO NOTHING
             RETURNING {_COLUMNS}, '{{}}'::jsonb AS reactions, '{{}}'::text[] AS own_reactions,
-                '[]'::jsonb AS attachments
+                '[]'::jsonb AS attachments, false AS muted
             """,  # noqa: S608
             workspace_id,
             message_id,

@@ -6,6 +6,8 @@ import uuid
 
 import asyncpg
 
+from cariosan.db.mutes import ACTIVE
+
 # Unread counts stop at this: 100 means "100 or more" (apps show "99+"). Counting further would
 # cost a member of a busy channel a scan of everything it has not read, on every channel list.
 UNREAD_CAP = 100
@@ -101,13 +103,18 @@ async def set_read_position(
 
 
 async def total_unread(conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str) -> int:
-    """Unread messages over all the user's channels that still exist."""
+    """Unread messages over all the user's channels that still exist and it does not mute."""
     value = await conn.fetchval(
         f"""
         SELECT coalesce(sum({UNREAD_COUNT_SQL}), 0)
         FROM channel_members me
         JOIN channels c ON c.workspace_id = me.workspace_id AND c.id = me.channel_id
+        -- Muted channels do not count (a primary-key probe per membership).
+        LEFT JOIN channel_mutes cm
+          ON cm.workspace_id = me.workspace_id AND cm.user_id = me.user_id
+         AND cm.channel_id = me.channel_id AND {ACTIVE.format(alias="cm")}
         WHERE me.workspace_id = $1 AND me.user_id = $2 AND c.deleted_at IS NULL
+          AND cm.user_id IS NULL
         """,  # noqa: S608 (constant SQL fragment, values are parameters)
         workspace_id,
         user_id,

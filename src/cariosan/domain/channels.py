@@ -17,7 +17,7 @@ from cariosan.db import channels as rows
 from cariosan.db import users as user_rows
 from cariosan.db.events import append_event
 from cariosan.db.pool import Database
-from cariosan.domain import audit, bans
+from cariosan.domain import audit, bans, mutes
 from cariosan.domain.access import MEMBER, OWNER, channel_access
 from cariosan.domain.auth import Caller
 from cariosan.domain.custom_data import storable_text, valid_data
@@ -56,6 +56,7 @@ def _last_message_view(channel_id: str, row: rows.LastMessageRow) -> MessageView
         created_at=row.created_at,
         edited_at=row.edited_at,
         deleted_at=None,
+        muted=row.muted,
     )
 
 
@@ -76,6 +77,7 @@ def channel_view(row: rows.ChannelRow, members: list[rows.MemberRow] | None = No
         last_message_at=row.last_message_at,
         unread_count=row.unread_count,
         members=None if members is None else [member_view(m) for m in members],
+        muted=row.muted,
     )
 
 
@@ -89,6 +91,7 @@ def _shared(view: ChannelView, *, with_members: bool) -> dict[str, Any]:
             unread_count=0,
             members=view.members if with_members else None,
             last_message=None,
+            muted=False,
         )
     )
 
@@ -178,6 +181,10 @@ async def create_channel(
             ):
                 return await _load(conn, caller, existing), False
             raise Conflict(f"a channel with id {channel_id} already exists")
+        if dm_key is not None:
+            # After the insert, so that an existing dm stays reachable (created False above),
+            # and a refusal rolls the new one back.
+            await mutes.dm_allowed(conn, caller, member_ids)
         await rows.add_members(conn, caller.workspace_id, channel_id, member_ids, roles)
         view = await _load(conn, caller, channel_id)
         payload = {"channel": _shared(view, with_members=True)}

@@ -25,7 +25,7 @@ from cariosan.db import messages as message_rows
 from cariosan.db import users as user_rows
 from cariosan.db.events import MODERATORS, EventRow, ReaderChannel
 from cariosan.db.pool import Database
-from cariosan.domain import permissions
+from cariosan.domain import mutes, permissions
 from cariosan.domain.auth import Caller
 from cariosan.domain.ids import MAX_SEQ
 from cariosan.domain.messages import shared_payload
@@ -154,6 +154,7 @@ async def events_since(
         if caller.user_id is not None:
             # Only resolving tells which events are about shadow-banned messages.
             resolved = [r for r in resolved if r.visible_to in (None, caller.user_id)]
+        resolved = await mutes.mark_muted_authors(conn, caller, resolved)
     if walked_to is not None:
         latest = walked_to  # the walk's bound ended the page: everything up to it was seen
     elif has_more:

@@ -20,6 +20,7 @@ from typing import Any
 
 from cariosan.db import bans as ban_rows
 from cariosan.db import events as event_rows
+from cariosan.db import mutes as mute_rows
 from cariosan.db import realtime as live_rows
 from cariosan.db.events import MODERATORS, EventRow
 from cariosan.db.pool import Database
@@ -201,3 +202,13 @@ async def mark_active(database: Database, workspace_id: uuid.UUID, user_ids: lis
     if user_ids:
         async with database.connection() as conn:
             await live_rows.touch_last_active(conn, workspace_id, user_ids)
+
+
+async def muted_authors(
+    database: Database, workspace_id: uuid.UUID, user_id: str
+) -> dict[str, float | None]:
+    """The authors `user_id` mutes now, each with the end of its mute as a POSIX time (None:
+    until unmuted): live message events from them carry `muted: true` for it."""
+    async with database.connection() as conn:
+        found = await mute_rows.mutes_of(conn, workspace_id, user_id)
+    return {author: None if end is None else end.timestamp() for author, end in found.items()}

@@ -17,7 +17,7 @@ from cariosan.config import Limits
 from cariosan.db import messages as rows
 from cariosan.db.events import append_event
 from cariosan.db.pool import Database
-from cariosan.domain import attachments, audit, bans
+from cariosan.domain import attachments, audit, bans, mutes
 from cariosan.domain.access import ChannelAccess, channel_access
 from cariosan.domain.auth import Caller
 from cariosan.domain.custom_data import storable_text, valid_data
@@ -68,6 +68,7 @@ def message_view(row: rows.MessageRow) -> MessageView:
         created_at=row.created_at,
         edited_at=row.edited_at,
         deleted_at=row.deleted_at,
+        muted=row.muted,
     )
 
 
@@ -76,6 +77,7 @@ def shared_payload(row: rows.MessageRow) -> dict[str, Any]:
     only the message's id; reads put this in (domain/events.resolve)."""
     view = message_view(row)
     view.own_reactions = []
+    view.muted = False
     return {"message": to_payload(view)}
 
 
@@ -211,6 +213,8 @@ async def _store_message(
             missing = [m for m in mentions if m not in found]
             if missing:
                 raise ValidationFailed(f"mentioned users are not members: {', '.join(missing)}")
+            # Whoever blocks the sender is not mentioned by it (domain/mutes.py).
+            mentions = await mutes.unblocked_mentions(conn, caller, user_id, mentions)
         # Before the channel row is touched, so that its lock is held the shortest time.
         files = await attachments.claim_for_message(
             conn,

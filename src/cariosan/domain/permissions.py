@@ -63,6 +63,8 @@ class Action(StrEnum):
     FLAG_MESSAGE = "flag a message"
     FLAG_REVIEW = "list flags (the review queue)"
     FLAG_RESOLVE = "resolve a flag (dismiss, delete the message, ban the user)"
+    # Mutes and blocks (issue 14.3): muting a channel is the member's own business.
+    CHANNEL_MUTE = "mute or unmute a channel (for oneself)"
 
 
 # Whoever may moderate a channel: "mod" in API.md.
@@ -117,6 +119,9 @@ TABLE: dict[Action, dict[str, frozenset[Who]]] = {
     Action.FLAG_MESSAGE: _every_type({Who.BACKEND, Who.MEMBER}),
     Action.FLAG_REVIEW: _workspace(_WORKSPACE_MODS),
     Action.FLAG_RESOLVE: _workspace(_WORKSPACE_MODS),
+    # Mutes and blocks (issue 14.3). Muting or blocking a user is open to every user for itself
+    # and is not about a channel or a role, so it has no row.
+    Action.CHANNEL_MUTE: _every_type({Who.MEMBER}),
 }
 
 

@@ -46,6 +46,9 @@ class MessageView(msgspec.Struct):
     created_at: datetime
     edited_at: datetime | None
     deleted_at: datetime | None
+    # True only for a reader who mutes the author (PUT /v1/users/{id}/mute); false for everyone
+    # else, in events shared by all members and in webhook bodies.
+    muted: bool = False
 
 
 class MemberView(msgspec.Struct):
@@ -69,6 +72,8 @@ class ChannelView(msgspec.Struct):
     unread_count: int = 0
     # Present on single-channel reads (GET /v1/channels/{id} and after changes).
     members: list[MemberView] | None = None
+    # The reader muted the channel (PUT /v1/channels/{id}/mute); false in events.
+    muted: bool = False
 
 
 def to_payload(value: msgspec.Struct) -> dict[str, Any]:

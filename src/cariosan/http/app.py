@@ -29,6 +29,7 @@ from cariosan.http import (
     home,
     messages,
     middleware,
+    mutes,
     openapi,
     users,
     webhooks,
@@ -95,6 +96,8 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
             *bans.ROUTES,
             # Flags and the review queue (issue 14 point 4).
             *flags.ROUTES,
+            # Mutes and blocks (issue 14.3).
+            *mutes.ROUTES,
         ],
         dependencies={
             "services": Provide(lambda: services, use_cache=True, sync_to_thread=False),

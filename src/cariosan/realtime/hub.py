@@ -13,6 +13,11 @@ others over the bus; a notice lost with Redis is made up for by a check of every
 against the database every `check_seconds` and right after the bus reconnects. A revocation is
 also remembered for a while, so that a socket that authenticated just before it but registers
 just after it is closed too.
+
+User mutes (domain/mutes.py): a dispatcher knows whom each of its connected users mutes (read
+when the user's first socket joins, read again when a node says the user's mutes changed). A
+message event goes out encoded once for everyone, plus once more with `muted: true` only when
+some recipient here mutes its author: a dict lookup per recipient, no query on the fan-out path.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class Dispatcher:
         self.cursor = 0
         self.audience = live.Audience()
         self.users: dict[str, set[LiveConnection]] = {}
+        # Connected user -> author it mutes -> end of the mute (POSIX time; None: no end).
+        self.mutes: dict[str, dict[str, float | None]] = {}
         self.ready = asyncio.Event()
         self.joining = 0
         self._wake = asyncio.Event()
@@ -77,6 +84,7 @@ class Dispatcher:
             conns.discard(connection)
             if not conns:
                 del self.users[connection.user_id]
+                self.mutes.pop(connection.user_id, None)
         if not self.users:
             self._idle_since = time.monotonic()
 
@@ -126,18 +134,33 @@ class Dispatcher:
 
     def fan_out(self, row: EventRow) -> None:
         text: str | None = None
+        muted_text: str | None = None
         created = row.created_at.timestamp()
+        author = _author(row) if self.mutes else None
         for user_id in self.audience.recipients(row):
             if row.visible_to is not None and user_id != row.visible_to:
                 continue  # another user's shadow-banned message (domain/bans.py)
             conns = self.users.get(user_id)
             if not conns:
                 continue
-            if text is None:
-                text = encode(wire_event(row))
+            if author is not None and self._mutes(user_id, author):
+                if muted_text is None:
+                    muted_text = encode(_marked_muted(wire_event(row)))
+                frame = muted_text
+            else:
+                if text is None:
+                    text = encode(wire_event(row))
+                frame = text
             for connection in list(conns):
-                connection.deliver(row.seq, text, created)
+                connection.deliver(row.seq, frame, created)
         self.cursor = row.seq
+
+    def _mutes(self, user_id: str, author: str) -> bool:
+        muted = self.mutes.get(user_id)
+        if not muted or author not in muted:
+            return False
+        ends = muted[author]
+        return ends is None or ends > time.time()
 
     def send_ephemeral(
         self, frame: dict[str, Any], channel_id: str | None, user_ids: list[str] | None
@@ -154,6 +177,18 @@ class Dispatcher:
             for connection in list(self.users.get(user_id, ())):
                 text = text or encode(frame)
                 connection.send_frame(text)
+
+
+def _author(row: EventRow) -> str | None:
+    """The author of the message an event carries, if it carries one."""
+    message = row.payload.get("message")
+    if isinstance(message, dict) and isinstance(message.get("user_id"), str):
+        return str(message["user_id"])
+    return None
+
+
+def _marked_muted(event: dict[str, Any]) -> dict[str, Any]:
+    return {**event, "message": {**event["message"], "muted": True}}
 
 
 class Hub:
@@ -187,6 +222,8 @@ class Hub:
         self._check_now = asyncio.Event()
         # (workspace, user) -> when a workspace ban of the user was learnt (monotonic).
         self._bans: OrderedDict[tuple[uuid.UUID, str], float] = OrderedDict()
+        # Reloads of users' mutes under way (kept so that they are not garbage-collected).
+        self._mute_reloads: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self.bus.start(self.wake, self.on_ephemeral, self._bus_reconnected, self.on_control)
@@ -226,6 +263,33 @@ class Hub:
         for connection in list(dispatcher.users.get(user_id, ()) if dispatcher else ()):
             connection.close(BANNED, BANNED_REASON)
 
+    # ---- user mutes ------------------------------------------------------------------------
+
+    def mutes_changed(self, workspace_id: uuid.UUID, user_id: str) -> None:
+        """After a commit: the user muted or unmuted someone. Its dispatchers on every node
+        read its mutes again."""
+        self._reload_mutes(workspace_id, user_id)
+        self.bus.publish_control({"kind": "mutes", "ws": str(workspace_id), "user": user_id})
+
+    def _reload_mutes(self, workspace_id: uuid.UUID, user_id: str) -> None:
+        dispatcher = self.dispatchers.get(workspace_id)
+        if dispatcher is None or user_id not in dispatcher.users:
+            return
+        task = asyncio.create_task(self._load_mutes(dispatcher, user_id))
+        self._mute_reloads.add(task)
+        task.add_done_callback(self._mute_reloads.discard)
+
+    async def _load_mutes(self, dispatcher: Dispatcher, user_id: str) -> None:
+        try:
+            found = await live.muted_authors(self.database(), dispatcher.workspace_id, user_id)
+        except Exception as exc:  # live marks wait for the next change; reads stay right
+            log.warning("mutes_load_failed", error=exc.__class__.__name__, exc_info=exc)
+            return
+        if found and user_id in dispatcher.users:
+            dispatcher.mutes[user_id] = found
+        else:
+            dispatcher.mutes.pop(user_id, None)
+
     def keys_changed(self) -> None:
         """This node retired JWT secrets at boot: the other nodes re-read which ones."""
         self.bus.publish_control({"kind": "keys"})
@@ -243,6 +307,10 @@ class Hub:
                 self._ban(uuid.UUID(message["ws"]), message["user"])
             elif message["kind"] == "keys":
                 self._check_now.set()
+            elif message["kind"] == "mutes":
+                if not isinstance(message["user"], str):
+                    raise TypeError("bad mutes notice")
+                self._reload_mutes(uuid.UUID(message["ws"]), message["user"])
         except (KeyError, TypeError, ValueError):
             log.warning("bus_bad_control", kind=str(message.get("kind"))[:32])
 
@@ -365,6 +433,8 @@ class Hub:
             await dispatcher.ready.wait()
         finally:
             dispatcher.joining -= 1
+        if connection.user_id not in dispatcher.users:
+            await self._load_mutes_before_join(dispatcher, connection.user_id)
         self.connections.add(connection)
         self.metrics.ws_connections.set(len(self.connections))
         latest = dispatcher.add(connection)
@@ -377,6 +447,17 @@ class Hub:
         elif first_frame is not None:
             connection.send_frame(first_frame(latest))
         return latest
+
+    async def _load_mutes_before_join(self, dispatcher: Dispatcher, user_id: str) -> None:
+        """The first socket of a user: read whom it mutes (a failure leaves live events
+        unmarked for it; REST reads and catch-up still mark them)."""
+        try:
+            found = await live.muted_authors(self.database(), dispatcher.workspace_id, user_id)
+        except Exception as exc:
+            log.warning("mutes_load_failed", error=exc.__class__.__name__, exc_info=exc)
+            return
+        if found:
+            dispatcher.mutes[user_id] = found
 
     def leave(self, connection: LiveConnection) -> None:
         if connection in self.connections:

@@ -26,6 +26,7 @@ from cariosan_client.live import LiveEvents
 from cariosan_client.models import (
     Ban,
     BanPage,
+    BlockPage,
     Channel,
     ChannelPage,
     Download,
@@ -70,6 +71,14 @@ async def _walk(fetch: PageFetch, before: str | None, after: str | None) -> Asyn
 def _read(path: os.PathLike[str]) -> bytes:
     with open(path, "rb") as file:
         return file.read()
+
+
+def _expiry(expires_at: datetime | None) -> dict[str, Any]:
+    if expires_at is None:
+        return {}
+    if expires_at.tzinfo is None:
+        raise ValueError("expires_at must be timezone-aware")
+    return {"expires_at": expires_at.isoformat()}
 
 
 def _body(**fields: Any) -> dict[str, Any]:
@@ -445,6 +454,41 @@ class ChatClient:
     async def get_attachment(self, id: str) -> Download:
         """A presigned download URL (valid 15 minutes) for an attachment."""
         return decode(await self._request("GET", f"/v1/attachments/{segment(id)}"), Download)
+
+    # -- mutes and blocks (private to the caller) ------------------------------------------------
+
+    async def mute_channel(self, channel_id: str, expires_at: datetime | None = None) -> None:
+        """Mute a channel the caller belongs to, until `expires_at` (timezone-aware) or until
+        `unmute_channel`: it no longer counts in `me().total_unread` and is `muted` in
+        `list_channels`. Muting again replaces the expiry."""
+        path = f"/v1/channels/{segment(channel_id)}/mute"
+        await self._request("PUT", path, json=_expiry(expires_at))
+
+    async def unmute_channel(self, channel_id: str) -> None:
+        await self._request("DELETE", f"/v1/channels/{segment(channel_id)}/mute")
+
+    async def mute_user(self, user_id: str, expires_at: datetime | None = None) -> None:
+        """Mute another user, until `expires_at` or until `unmute_user`: its messages come with
+        `muted=True` for the caller (for nobody else)."""
+        path = f"/v1/users/{segment(user_id)}/mute"
+        await self._request("PUT", path, json=_expiry(expires_at))
+
+    async def unmute_user(self, user_id: str) -> None:
+        await self._request("DELETE", f"/v1/users/{segment(user_id)}/mute")
+
+    async def block_user(self, user_id: str) -> None:
+        """Block another user: no new dm between the two (`Forbidden`), and its mentions of the
+        caller are dropped from its messages."""
+        await self._request("PUT", f"/v1/users/{segment(user_id)}/block")
+
+    async def unblock_user(self, user_id: str) -> None:
+        await self._request("DELETE", f"/v1/users/{segment(user_id)}/block")
+
+    async def list_blocks(self, limit: int | None = None, cursor: str | None = None) -> BlockPage:
+        """The users the caller blocks, newest block first."""
+        params = {"limit": limit, "cursor": cursor}
+        response = await self._request("GET", "/v1/users/me/blocks", params=params)
+        return decode(response, BlockPage)
 
     # -- search and catch-up ---------------------------------------------------------------------
 

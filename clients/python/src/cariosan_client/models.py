@@ -16,6 +16,8 @@ __all__ = [
     "Attachment",
     "Ban",
     "BanPage",
+    "Block",
+    "BlockPage",
     "Channel",
     "ChannelPage",
     "Delivery",
@@ -77,6 +79,8 @@ class Message(msgspec.Struct, kw_only=True, frozen=True):
     created_at: datetime
     edited_at: datetime | None = None
     deleted_at: datetime | None = None
+    # True when the reading user mutes the author (`mute_user`); false for everyone else.
+    muted: bool = False
 
 
 class Member(msgspec.Struct, kw_only=True, frozen=True):
@@ -100,6 +104,8 @@ class Channel(msgspec.Struct, kw_only=True, frozen=True):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     deleted_at: datetime | None = None
+    # The reading user muted the channel (`mute_channel`): it does not count in total_unread.
+    muted: bool = False
 
 
 class ChannelPage(msgspec.Struct, kw_only=True, frozen=True):
@@ -214,6 +220,20 @@ class Flag(msgspec.Struct, kw_only=True, frozen=True):
 
 class FlagPage(msgspec.Struct, kw_only=True, frozen=True):
     flags: list[Flag] = msgspec.field(default_factory=list)
+    next_cursor: str | None = None
+
+
+class Block(msgspec.Struct, kw_only=True, frozen=True):
+    """A user the caller blocks (`block_user`), and since when."""
+
+    user_id: str
+    created_at: datetime | None = None
+
+
+class BlockPage(msgspec.Struct, kw_only=True, frozen=True):
+    """The users the caller blocks, newest block first; pass `next_cursor` back for more."""
+
+    blocks: list[Block] = msgspec.field(default_factory=list)
     next_cursor: str | None = None
 
 

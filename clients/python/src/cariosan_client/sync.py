@@ -272,6 +272,14 @@ class ChatClient(_Facade):
     list_flags = _blocking(aio_chat.ChatClient.list_flags)
     iter_flags = _blocking_iter(aio_chat.ChatClient.iter_flags)
     resolve_flag = _blocking(aio_chat.ChatClient.resolve_flag)
+    # Mutes and blocks (issue 14.3).
+    mute_channel = _blocking(aio_chat.ChatClient.mute_channel)
+    unmute_channel = _blocking(aio_chat.ChatClient.unmute_channel)
+    mute_user = _blocking(aio_chat.ChatClient.mute_user)
+    unmute_user = _blocking(aio_chat.ChatClient.unmute_user)
+    block_user = _blocking(aio_chat.ChatClient.block_user)
+    unblock_user = _blocking(aio_chat.ChatClient.unblock_user)
+    list_blocks = _blocking(aio_chat.ChatClient.list_blocks)
 
 
 class ServerClient(_Facade):
