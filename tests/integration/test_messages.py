@@ -31,6 +31,8 @@ MESSAGE_FIELDS = {
     "created_at",
     "edited_at",
     "deleted_at",
+    "pinned_at",
+    "pinned_by",
 }
 
 

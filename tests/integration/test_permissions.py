@@ -223,6 +223,11 @@ async def _audit(case: Case) -> httpx.Response:
     return await case.http.get("/v1/audit")
 
 
+# Pins and slow mode (issue 14 point 5).
+async def _pin(case: Case) -> httpx.Response:
+    return await case.http.put(f"/v1/messages/{case.message}/pin")
+
+
 PERFORMERS: dict[Action, Performer] = {
     Action.CHANNEL_UPDATE: _update,
     Action.CHANNEL_DELETE: _delete_channel,
@@ -235,6 +240,8 @@ PERFORMERS: dict[Action, Performer] = {
     Action.MESSAGE_EDIT: _edit,
     Action.MESSAGE_DELETE: _delete_message,
     Action.AUDIT_READ: _audit,
+    # Pins and slow mode (issue 14 point 5).
+    Action.MESSAGE_PIN: _pin,
 }
 
 

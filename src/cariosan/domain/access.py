@@ -23,6 +23,9 @@ class ChannelAccess:
     type: str
     member_role: str | None
     caller: Caller
+    # Slow mode (0: off) and freeze (domain/moderation.py).
+    cooldown_seconds: int = 0
+    frozen: bool = False
 
     @property
     def is_member(self) -> bool:
@@ -68,7 +71,9 @@ async def channel_access(
     row = await members.channel_access(conn, caller.workspace_id, channel_id, caller.user_id)
     if row is None:
         raise NotFound(f"no such channel: {channel_id}")
-    access = ChannelAccess(row.channel_id, row.type, row.member_role, caller)
+    access = ChannelAccess(
+        row.channel_id, row.type, row.member_role, caller, row.cooldown_seconds, row.frozen
+    )
     if access.is_member:
         return access
     if caller.is_server and caller.user_id is None:

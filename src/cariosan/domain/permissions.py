@@ -56,6 +56,8 @@ class Action(StrEnum):
     MESSAGE_EDIT = "edit a message"
     MESSAGE_DELETE = "delete a message"
     AUDIT_READ = "read the audit log"
+    # Pins and slow mode (issue 14 point 5).
+    MESSAGE_PIN = "pin or unpin a message"
 
 
 # Whoever may moderate a channel: "mod" in API.md.
@@ -103,6 +105,8 @@ TABLE: dict[Action, dict[str, frozenset[Who]]] = {
     Action.MESSAGE_EDIT: _every_type({Who.BACKEND, Who.ADMIN, Who.AUTHOR}),
     Action.MESSAGE_DELETE: _every_type(_CHANNEL_MODS | {Who.AUTHOR}),
     Action.AUDIT_READ: _workspace({Who.BACKEND, Who.ADMIN}),
+    # Pins and slow mode (issue 14 point 5).
+    Action.MESSAGE_PIN: _every_type(_CHANNEL_MODS),
 }
 
 

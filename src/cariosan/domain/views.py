@@ -46,6 +46,9 @@ class MessageView(msgspec.Struct):
     created_at: datetime
     edited_at: datetime | None
     deleted_at: datetime | None
+    # Pins (issue 14): null when not pinned; pinned_by null also when the backend pinned it.
+    pinned_at: datetime | None = None
+    pinned_by: str | None = None
 
 
 class MemberView(msgspec.Struct):
@@ -69,6 +72,9 @@ class ChannelView(msgspec.Struct):
     unread_count: int = 0
     # Present on single-channel reads (GET /v1/channels/{id} and after changes).
     members: list[MemberView] | None = None
+    # Slow mode (0: off) and freeze (issue 14).
+    cooldown_seconds: int = 0
+    frozen: bool = False
 
 
 def to_payload(value: msgspec.Struct) -> dict[str, Any]:

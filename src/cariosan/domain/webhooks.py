@@ -37,6 +37,9 @@ EVENT_TYPES = frozenset(
         "channel.deleted",
         "read.updated",
         "audit.recorded",
+        # Pins and slow mode (issue 14 point 5).
+        "message.pinned",
+        "message.unpinned",
     }
 )
 STATUSES = ("pending", "succeeded", "failed")

@@ -28,6 +28,7 @@ from cariosan.http import (
     messages,
     middleware,
     openapi,
+    pins,
     users,
     webhooks,
 )
@@ -89,6 +90,8 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
             *webhooks.ROUTES,
             *attachments.ROUTES,
             *audit.ROUTES,
+            # Pins and slow mode (issue 14 point 5).
+            *pins.ROUTES,
         ],
         dependencies={
             "services": Provide(lambda: services, use_cache=True, sync_to_thread=False),
