@@ -38,6 +38,8 @@ __all__ = [
     "MemberRemoved",
     "MessageDeleted",
     "MessageNew",
+    "MessagePinned",
+    "MessageUnpinned",
     "MessageUpdated",
     "PersistedEvent",
     "PresenceChanged",
@@ -80,6 +82,18 @@ class MessageUpdated(PersistedEvent, kw_only=True, frozen=True):
 
 class MessageDeleted(PersistedEvent, kw_only=True, frozen=True):
     type: Literal["message.deleted"] = "message.deleted"
+    message: Message
+
+
+class MessagePinned(PersistedEvent, kw_only=True, frozen=True):
+    """A moderator pinned a message; `message` is as it is now (unpinned since, if it was)."""
+
+    type: Literal["message.pinned"] = "message.pinned"
+    message: Message
+
+
+class MessageUnpinned(PersistedEvent, kw_only=True, frozen=True):
+    type: Literal["message.unpinned"] = "message.unpinned"
     message: Message
 
 
@@ -196,6 +210,9 @@ AnyEvent = (
     | TypingStop
     | PresenceChanged
     | ResyncRequired
+    # Pins and slow mode (issue 14 point 5).
+    | MessagePinned
+    | MessageUnpinned
     | UnknownEvent
 )
 
@@ -224,6 +241,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TypingStop,
         PresenceChanged,
         ResyncRequired,
+        # Pins and slow mode (issue 14 point 5).
+        MessagePinned,
+        MessageUnpinned,
     )
 }
 

@@ -73,6 +73,9 @@ class Message(msgspec.Struct, kw_only=True, frozen=True):
     created_at: datetime
     edited_at: datetime | None = None
     deleted_at: datetime | None = None
+    # Pins: None when not pinned; `pinned_by` None also when the backend pinned it as itself.
+    pinned_at: datetime | None = None
+    pinned_by: str | None = None
 
 
 class Member(msgspec.Struct, kw_only=True, frozen=True):
@@ -96,6 +99,9 @@ class Channel(msgspec.Struct, kw_only=True, frozen=True):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     deleted_at: datetime | None = None
+    # Slow mode: members send once per `cooldown_seconds` (0: off); frozen: only moderators send.
+    cooldown_seconds: int = 0
+    frozen: bool = False
 
 
 class ChannelPage(msgspec.Struct, kw_only=True, frozen=True):
