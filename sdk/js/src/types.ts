@@ -59,10 +59,14 @@ export interface Message {
   created_at: Timestamp;
   edited_at: Timestamp | null;
   deleted_at: Timestamp | null;
+  /** Pins: null when not pinned; `pinned_by` null also when the backend pinned it as itself. */
+  pinned_at?: Timestamp | null;
+  pinned_by?: string | null;
 }
 export const MESSAGE_FIELDS = fields<Message>()([
   "id", "channel_id", "user_id", "text", "parent_id", "reply_count", "attachments", "mentions",
   "reactions", "own_reactions", "data", "created_at", "edited_at", "deleted_at",
+  "pinned_at", "pinned_by",
 ]);
 
 export interface Member {
@@ -88,10 +92,14 @@ export interface Channel {
   created_at: Timestamp;
   updated_at: Timestamp | null;
   deleted_at: Timestamp | null;
+  /** Slow mode: members send once per `cooldown_seconds` (0: off). */
+  cooldown_seconds?: number;
+  /** Frozen: only the channel's moderators send or react. */
+  frozen?: boolean;
 }
 export const CHANNEL_FIELDS = fields<Channel>()([
   "id", "type", "name", "data", "member_count", "last_message", "last_message_at", "unread_count",
-  "members", "created_by", "created_at", "updated_at", "deleted_at",
+  "members", "created_by", "created_at", "updated_at", "deleted_at", "cooldown_seconds", "frozen",
 ]);
 
 export interface ChannelPage {
@@ -232,6 +240,9 @@ export interface ChannelCreatedEvent extends Persisted<"channel.created"> { chan
 export interface MemberUpdatedEvent extends Persisted<"member.updated"> { member: Member; user_id: string; }
 export interface ChannelUpdatedEvent extends Persisted<"channel.updated"> { channel: Channel; }
 export interface ChannelDeletedEvent extends Persisted<"channel.deleted"> { channel: Channel; }
+// Pins and slow mode (issue 14 point 5).
+export interface MessagePinnedEvent extends Persisted<"message.pinned"> { message: Message; }
+export interface MessageUnpinnedEvent extends Persisted<"message.unpinned"> { message: Message; }
 export interface ReadUpdatedEvent extends Persisted<"read.updated"> {
   user_id: string;
   channel_id: string;
@@ -252,7 +263,10 @@ export type PersistedEvent =
   | ChannelCreatedEvent
   | ChannelUpdatedEvent
   | ChannelDeletedEvent
-  | ReadUpdatedEvent;
+  | ReadUpdatedEvent
+  // Pins and slow mode (issue 14 point 5).
+  | MessagePinnedEvent
+  | MessageUnpinnedEvent;
 
 export interface TypingStartEvent { type: "typing.start"; channel_id: string; user_id: string; }
 export interface TypingStopEvent { type: "typing.stop"; channel_id: string; user_id: string; }
@@ -291,4 +305,6 @@ export const PERSISTED_EVENT_TYPES = [
   "message.new", "message.updated", "message.deleted", "reaction.new", "reaction.deleted",
   "member.added", "member.removed", "member.updated", "channel.created", "channel.updated", "channel.deleted",
   "read.updated",
+  // Pins and slow mode (issue 14 point 5).
+  "message.pinned", "message.unpinned",
 ] as const satisfies readonly PersistedEvent["type"][];
