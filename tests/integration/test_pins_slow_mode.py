@@ -240,6 +240,17 @@ async def test_cooldown_refuses_a_second_send_until_the_window_ends(room: Room) 
     assert [m["text"] for m in history] == ["one", "dave's turn", "two"]
 
 
+async def test_concurrent_sends_of_one_member_get_one_slot(room: Room) -> None:
+    assert (await patch(room["alice"], cooldown_seconds=3600)).status_code == 200
+    attempts = await asyncio.gather(
+        *(
+            room["bob"].post("/v1/channels/general/messages", json={"text": f"race {n}"})
+            for n in range(5)
+        )
+    )
+    assert sorted(r.status_code for r in attempts) == [201, 429, 429, 429, 429]
+
+
 async def test_moderators_are_exempt_from_the_cooldown(room: Room) -> None:
     assert (await patch(room["alice"], cooldown_seconds=3600)).status_code == 200
     for _ in range(3):
