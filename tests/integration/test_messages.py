@@ -40,6 +40,8 @@ MESSAGE_FIELDS = {
     "deleted_at",
     # Mutes and blocks (issue 14.3): true only for a reader who mutes the author.
     "muted",
+    "pinned_at",
+    "pinned_by",
 }
 
 

@@ -263,6 +263,11 @@ async def _mute_channel(case: Case) -> httpx.Response:
     return await case.http.put(f"/v1/channels/{case.channel}/mute")
 
 
+# Pins and slow mode (issue 14 point 5).
+async def _pin(case: Case) -> httpx.Response:
+    return await case.http.put(f"/v1/messages/{case.message}/pin")
+
+
 PERFORMERS: dict[Action, Performer] = {
     Action.CHANNEL_UPDATE: _update,
     Action.CHANNEL_DELETE: _delete_channel,
@@ -284,6 +289,8 @@ PERFORMERS: dict[Action, Performer] = {
     Action.FLAG_RESOLVE: _flag_resolve,
     # Mutes and blocks (issue 14.3).
     Action.CHANNEL_MUTE: _mute_channel,
+    # Pins and slow mode (issue 14 point 5).
+    Action.MESSAGE_PIN: _pin,
 }
 
 

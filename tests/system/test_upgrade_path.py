@@ -193,6 +193,24 @@ async def _seed_mutes_blocks(conn: asyncpg.Connection, ws: uuid.UUID, step: int)
     )
 
 
+async def _seed_pins_slow_mode(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> None:
+    # Fills the new columns of rows earlier versions write: still one message per step.
+    await conn.execute(
+        "UPDATE messages SET pinned_at = now(), pinned_by = 'alice' "
+        "WHERE workspace_id = $1 AND id = $2",
+        ws,
+        uuid.uuid5(ws, "message"),
+    )
+    await conn.execute(
+        "UPDATE channels SET cooldown_seconds = $2, frozen = true WHERE workspace_id = $1",
+        ws,
+        step,
+    )
+    await conn.execute(
+        "UPDATE channel_members SET last_sent_at = now() WHERE workspace_id = $1", ws
+    )
+
+
 # Rows valid at each schema version, written at that version and at every later one. A new
 # migration adds its entry here, so that its tables carry data through later upgrades too.
 # Each entry: (the seed, a table it writes one row to per step, counted at the end), or None for
@@ -211,6 +229,7 @@ SEEDS: dict[int, tuple[Seed, str] | None] = {
     10: (_seed_bans, "bans"),
     11: (_seed_flags, "flags"),
     12: (_seed_mutes_blocks, "user_blocks"),
+    13: (_seed_pins_slow_mode, "messages"),
 }
 
 

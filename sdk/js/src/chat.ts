@@ -194,7 +194,11 @@ export class ChatClient {
     return this.request("GET", `/v1/channels/${segment(id)}`);
   }
 
-  updateChannel(id: string, changes: { name?: string; data?: JsonObject }): Promise<Channel> {
+  /** Change a channel; slow mode (`cooldown_seconds`, 0: off) and `frozen`: moderators only. */
+  updateChannel(
+    id: string,
+    changes: { name?: string; data?: JsonObject; cooldown_seconds?: number; frozen?: boolean },
+  ): Promise<Channel> {
     return this.request("PATCH", `/v1/channels/${segment(id)}`, { body: compact(changes) });
   }
 
@@ -271,6 +275,23 @@ export class ChatClient {
 
   removeReaction(messageId: string, type: string): Promise<Message> {
     return this.request("DELETE", `/v1/messages/${segment(messageId)}/reactions/${segment(type)}`);
+  }
+
+  // -- pins (issue 14 point 5) ---------------------------------------------------------------
+
+  /** Pin a top-level message (the channel's moderators); the message with `pinned_at`. */
+  pinMessage(messageId: string): Promise<Message> {
+    return this.request("PUT", `/v1/messages/${segment(messageId)}/pin`);
+  }
+
+  unpinMessage(messageId: string): Promise<Message> {
+    return this.request("DELETE", `/v1/messages/${segment(messageId)}/pin`);
+  }
+
+  /** The channel's pinned messages, most recently pinned first. */
+  async listPins(channelId: string): Promise<Message[]> {
+    const path = `/v1/channels/${segment(channelId)}/pins`;
+    return (await this.request<{ messages: Message[] }>("GET", path)).messages;
   }
 
   // -- read state and typing -----------------------------------------------------------------

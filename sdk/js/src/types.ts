@@ -61,10 +61,14 @@ export interface Message {
   deleted_at: Timestamp | null;
   /** `true` when the reading user mutes the author (`muteUser`); false for everyone else. */
   muted?: boolean;
+  /** Pins: null when not pinned; `pinned_by` null also when the backend pinned it as itself. */
+  pinned_at?: Timestamp | null;
+  pinned_by?: string | null;
 }
 export const MESSAGE_FIELDS = fields<Message>()([
   "id", "channel_id", "user_id", "text", "parent_id", "reply_count", "attachments", "mentions",
   "reactions", "own_reactions", "data", "created_at", "edited_at", "deleted_at", "muted",
+  "pinned_at", "pinned_by",
 ]);
 
 export type MemberRole = "owner" | "moderator" | "member";
@@ -93,10 +97,15 @@ export interface Channel {
   deleted_at: Timestamp | null;
   /** The reading user muted the channel (`muteChannel`): it does not count in `total_unread`. */
   muted?: boolean;
+  /** Slow mode: members send once per `cooldown_seconds` (0: off). */
+  cooldown_seconds?: number;
+  /** Frozen: only the channel's moderators send or react. */
+  frozen?: boolean;
 }
 export const CHANNEL_FIELDS = fields<Channel>()([
   "id", "type", "name", "data", "member_count", "last_message", "last_message_at", "unread_count",
-  "members", "created_by", "created_at", "updated_at", "deleted_at", "muted",
+  "members", "created_by", "created_at", "updated_at", "deleted_at", "muted", "cooldown_seconds",
+  "frozen",
 ]);
 
 export interface ChannelPage {
@@ -350,6 +359,9 @@ export interface ChannelDeletedEvent extends Persisted<"channel.deleted"> { chan
 export interface MessageFlaggedEvent extends Persisted<"message.flagged"> { flag: Flag; message?: Message; }
 /** A moderator resolved a flag (`flag.resolution` says how). */
 export interface FlagResolvedEvent extends Persisted<"flag.resolved"> { flag: Flag; message?: Message; }
+// Pins and slow mode (issue 14 point 5).
+export interface MessagePinnedEvent extends Persisted<"message.pinned"> { message: Message; }
+export interface MessageUnpinnedEvent extends Persisted<"message.unpinned"> { message: Message; }
 export interface ReadUpdatedEvent extends Persisted<"read.updated"> {
   user_id: string;
   channel_id: string;
@@ -381,7 +393,10 @@ export type PersistedEvent =
   | UserUnbannedEvent
   // Flags (issue 14 point 4).
   | MessageFlaggedEvent
-  | FlagResolvedEvent;
+  | FlagResolvedEvent
+  // Pins and slow mode (issue 14 point 5).
+  | MessagePinnedEvent
+  | MessageUnpinnedEvent;
 
 export interface TypingStartEvent { type: "typing.start"; channel_id: string; user_id: string; }
 export interface TypingStopEvent { type: "typing.stop"; channel_id: string; user_id: string; }
@@ -420,4 +435,6 @@ export const PERSISTED_EVENT_TYPES = [
   "message.new", "message.updated", "message.deleted", "reaction.new", "reaction.deleted",
   "member.added", "member.removed", "member.updated", "channel.created", "channel.updated", "channel.deleted",
   "read.updated",
+  // Pins and slow mode (issue 14 point 5).
+  "message.pinned", "message.unpinned",
 ] as const satisfies readonly PersistedEvent["type"][];

@@ -33,6 +33,8 @@ class LastMessageRow:
     attachments: list[dict[str, Any]]
     # The viewer mutes the message's author.
     muted: bool = False
+    pinned_at: datetime | None = None
+    pinned_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,17 @@ class ChannelRow:
     last_message: LastMessageRow | None
     # The viewer muted the channel (and the mute has not run out).
     muted: bool = False
+    # Slow mode (0: off) and freeze (issue 14).
+    cooldown_seconds: int = 0
+    frozen: bool = False
+
+
+@dataclass(frozen=True)
+class Moderation:
+    """A channel's slow mode and freeze."""
+
+    cooldown_seconds: int
+    frozen: bool
 
 
 @dataclass(frozen=True)
@@ -76,7 +89,8 @@ _SELECT = f"""
            lm.reply_count AS lm_reply_count, lm.mentions AS lm_mentions, lm.data AS lm_data,
            lm.created_at AS lm_created_at, lm.edited_at AS lm_edited_at,
            lm.reactions AS lm_reactions, lm.own_reactions AS lm_own_reactions,
-           lm.attachments AS lm_attachments,
+           lm.attachments AS lm_attachments, lm.pinned_at AS lm_pinned_at,
+           lm.pinned_by AS lm_pinned_by, c.cooldown_seconds, c.frozen,
            coalesce(lm.user_id = ANY({MUTED_AUTHORS_SQL}), false) AS lm_muted,
            cm.user_id IS NOT NULL AS muted
     FROM channels c
@@ -110,7 +124,7 @@ _SELECT = f"""
                ), '[]'::jsonb) AS attachments
         FROM (
             SELECT m.workspace_id, m.id, m.user_id, m.text, m.reply_count, m.mentions, m.data,
-                   m.created_at, m.edited_at, m.attachment_ids
+                   m.created_at, m.edited_at, m.attachment_ids, m.pinned_at, m.pinned_by
             FROM messages m
             WHERE m.workspace_id = c.workspace_id AND m.channel_id = c.id
               AND m.parent_id IS NULL AND m.deleted_at IS NULL
@@ -144,6 +158,8 @@ def _last_message(r: asyncpg.Record) -> LastMessageRow | None:
         list(r["lm_own_reactions"]),
         msgspec.json.decode(r["lm_attachments"]),
         r["lm_muted"],
+        r["lm_pinned_at"],
+        r["lm_pinned_by"],
     )
 
 
@@ -163,6 +179,8 @@ def _row(r: asyncpg.Record) -> ChannelRow:
         r["unread_count"],
         _last_message(r),
         r["muted"],
+        r["cooldown_seconds"],
+        r["frozen"],
     )
 
 
@@ -292,17 +310,30 @@ async def update_channel(
     *,
     name: str | None,
     data: dict[str, Any] | None,
+    cooldown_seconds: int | None = None,
+    frozen: bool | None = None,
     fields_set: frozenset[str],
-) -> bool:
-    """Change the fields named in `fields_set`; False if the channel is gone."""
+) -> Moderation | None:
+    """Change the fields named in `fields_set`; the slow mode and freeze from before the change
+    (the row is locked first, so concurrent changes see each other), None if the channel is
+    gone."""
     try:
-        result = await conn.execute(
+        r = await conn.fetchrow(
             """
+            WITH before AS (
+                SELECT cooldown_seconds, frozen FROM channels
+                WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL
+                FOR UPDATE
+            )
             UPDATE channels SET
                 name = CASE WHEN $3 THEN $4 ELSE name END,
                 data = CASE WHEN $5 THEN $6::jsonb ELSE data END,
+                cooldown_seconds = CASE WHEN $7 THEN $8 ELSE channels.cooldown_seconds END,
+                frozen = CASE WHEN $9 THEN $10 ELSE channels.frozen END,
                 updated_at = now()
+            FROM before
             WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL
+            RETURNING before.cooldown_seconds, before.frozen
             """,
             workspace_id,
             channel_id,
@@ -310,10 +341,14 @@ async def update_channel(
             name,
             "data" in fields_set and data is not None,
             None if data is None else _json(data),
+            "cooldown_seconds" in fields_set and cooldown_seconds is not None,
+            cooldown_seconds,
+            "frozen" in fields_set and frozen is not None,
+            frozen,
         )
     except asyncpg.exceptions.DataError as exc:
         raise ValidationFailed(f"the channel cannot be stored: {_reason(exc)}") from None
-    return bool(result != "UPDATE 0")
+    return None if r is None else Moderation(r["cooldown_seconds"], r["frozen"])
 
 
 async def soft_delete_channel(

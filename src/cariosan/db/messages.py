@@ -46,6 +46,9 @@ class MessageRow:
     shadow: bool = False
     # The viewing user mutes the author (db/mutes.py); False without a viewer.
     muted: bool = False
+    # Pins (issue 14): when and by whom (None: not pinned; pinned_by None: by the backend).
+    pinned_at: datetime | None = None
+    pinned_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ class Position:
 
 _COLUMNS = """
     m.workspace_id, m.id, m.channel_id, m.user_id, m.text, m.parent_id, m.reply_count,
-    m.mentions, m.attachment_ids, m.data, m.created_at, m.edited_at, m.deleted_at, m.shadow
+    m.mentions, m.attachment_ids, m.data, m.created_at, m.edited_at, m.deleted_at, m.shadow,
+    m.pinned_at, m.pinned_by
 """
 
 # Hides shadow-banned messages from everyone but their author ($2) and the backend ($2 NULL).
@@ -124,6 +128,8 @@ def _row(r: asyncpg.Record) -> MessageRow:
         msgspec.json.decode(r["attachments"]),
         r["shadow"],
         r["muted"],
+        r["pinned_at"],
+        r["pinned_by"],
     )
 
 
@@ -398,9 +404,10 @@ async def update_text(
 async def soft_delete(
     conn: asyncpg.Connection, workspace_id: uuid.UUID, message_id: uuid.UUID
 ) -> bool:
-    """Mark a live message deleted (the row stays for export); False if it already was."""
+    """Mark a live message deleted (the row stays for export); False if it already was. A
+    deleted message is no longer pinned: it has nothing left to show."""
     result = await conn.execute(
-        "UPDATE messages SET deleted_at = clock_timestamp() "
+        "UPDATE messages SET deleted_at = clock_timestamp(), pinned_at = NULL, pinned_by = NULL "
         "WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
         workspace_id,
         message_id,
@@ -495,3 +502,82 @@ async def context_of(
     for r in rows:
         found[r["around"]].append(_row(r))
     return found
+
+
+# ---- pins ----------------------------------------------------------------------------------
+
+# Any fixed 32-bit number: the first key of the per-channel advisory lock that serializes pins,
+# so the per-channel cap holds under concurrent pins (the two-key form never meets the
+# one-key locks of the sequencer and migrations).
+PIN_LOCK_CLASS = 0x50494E53  # "PINS"
+
+
+async def lock_pins(conn: asyncpg.Connection, workspace_id: uuid.UUID, channel_id: str) -> None:
+    """Serialize pin changes of one channel until the transaction ends (sends never wait)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2::text || '/' || $3::text))",
+        PIN_LOCK_CLASS,
+        str(workspace_id),
+        channel_id,
+    )
+
+
+async def pin_count(conn: asyncpg.Connection, workspace_id: uuid.UUID, channel_id: str) -> int:
+    value = await conn.fetchval(
+        "SELECT count(*) FROM messages "
+        "WHERE workspace_id = $1 AND channel_id = $2 AND pinned_at IS NOT NULL",
+        workspace_id,
+        channel_id,
+    )
+    return int(value or 0)
+
+
+async def set_pin(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    message_id: uuid.UUID,
+    *,
+    pinned: bool,
+    by: str | None,
+) -> bool:
+    """Pin a live message (or unpin a message); False if that changed nothing."""
+    if pinned:
+        result = await conn.execute(
+            "UPDATE messages SET pinned_at = clock_timestamp(), pinned_by = $3 "
+            "WHERE workspace_id = $1 AND id = $2 AND pinned_at IS NULL AND deleted_at IS NULL",
+            workspace_id,
+            message_id,
+            by,
+        )
+    else:
+        result = await conn.execute(
+            "UPDATE messages SET pinned_at = NULL, pinned_by = NULL "
+            "WHERE workspace_id = $1 AND id = $2 AND pinned_at IS NOT NULL",
+            workspace_id,
+            message_id,
+        )
+    return bool(result != "UPDATE 0")
+
+
+_PINS = f"""
+    WITH page AS (
+        SELECT {_COLUMNS} FROM messages m
+        WHERE m.workspace_id = $1 AND m.channel_id = $3 AND m.pinned_at IS NOT NULL
+          AND m.deleted_at IS NULL
+        ORDER BY m.pinned_at DESC, m.id DESC LIMIT $4
+    )
+    {_with_reactions("p.pinned_at DESC, p.id DESC")}
+"""  # noqa: S608 (constant SQL fragments, values are parameters)
+
+
+async def pins(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    viewer: str | None,
+    channel_id: str,
+    *,
+    limit: int,
+) -> list[MessageRow]:
+    """A channel's pinned messages, most recently pinned first."""
+    rows = await conn.fetch(_PINS, workspace_id, viewer, channel_id, limit)
+    return [_row(r) for r in rows]

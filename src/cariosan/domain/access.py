@@ -26,6 +26,9 @@ class ChannelAccess:
     caller: Caller
     # The caller's user's active ban of the workspace or this channel (domain/bans.py).
     ban: ActiveBan | None = None
+    # Slow mode (0: off) and freeze (domain/moderation.py).
+    cooldown_seconds: int = 0
+    frozen: bool = False
 
     @property
     def is_member(self) -> bool:
@@ -71,7 +74,15 @@ async def channel_access(
     row = await members.channel_access(conn, caller.workspace_id, channel_id, caller.user_id)
     if row is None:
         raise NotFound(f"no such channel: {channel_id}")
-    access = ChannelAccess(row.channel_id, row.type, row.member_role, caller, row.ban)
+    access = ChannelAccess(
+        row.channel_id,
+        row.type,
+        row.member_role,
+        caller,
+        ban=row.ban,
+        cooldown_seconds=row.cooldown_seconds,
+        frozen=row.frozen,
+    )
     if access.is_member:
         return access
     if caller.is_server and caller.user_id is None:

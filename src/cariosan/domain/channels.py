@@ -17,7 +17,7 @@ from cariosan.db import channels as rows
 from cariosan.db import users as user_rows
 from cariosan.db.events import append_event
 from cariosan.db.pool import Database
-from cariosan.domain import audit, bans, mutes
+from cariosan.domain import audit, bans, mutes, send_rules
 from cariosan.domain.access import MEMBER, OWNER, channel_access
 from cariosan.domain.auth import Caller
 from cariosan.domain.custom_data import storable_text, valid_data
@@ -57,6 +57,8 @@ def _last_message_view(channel_id: str, row: rows.LastMessageRow) -> MessageView
         edited_at=row.edited_at,
         deleted_at=None,
         muted=row.muted,
+        pinned_at=row.pinned_at,
+        pinned_by=row.pinned_by,
     )
 
 
@@ -78,6 +80,8 @@ def channel_view(row: rows.ChannelRow, members: list[rows.MemberRow] | None = No
         unread_count=row.unread_count,
         members=None if members is None else [member_view(m) for m in members],
         muted=row.muted,
+        cooldown_seconds=row.cooldown_seconds,
+        frozen=row.frozen,
     )
 
 
@@ -248,24 +252,55 @@ async def update_channel(
     data: dict[str, Any] | None,
     fields_set: frozenset[str],
     limits: Limits,
+    cooldown_seconds: int | None = None,
+    frozen: bool | None = None,
 ) -> ChannelView:
-    """Change the name and/or data (moderators of the channel, domain/permissions.py)."""
+    """Change the name, data, slow mode (`cooldown_seconds`, 0 or None: off) and/or freeze
+    (moderators of the channel, domain/permissions.py). A change of slow mode or freeze is
+    recorded in the audit log with the values before and after."""
     _validate_name(name)
     if data is not None:
         valid_data(data, limits)
+    cooldown = send_rules.valid_cooldown(cooldown_seconds)
+    if "frozen" in fields_set and frozen is None:
+        raise ValidationFailed("frozen must be true or false")
     async with database.transaction() as conn:
         access = await channel_access(conn, caller, channel_id, moderation=True)
         access.require(Action.CHANNEL_UPDATE)
-        updated = await rows.update_channel(
-            conn, caller.workspace_id, channel_id, name=name, data=data, fields_set=fields_set
+        before = await rows.update_channel(
+            conn,
+            caller.workspace_id,
+            channel_id,
+            name=name,
+            data=data,
+            cooldown_seconds=cooldown,
+            frozen=frozen,
+            fields_set=fields_set,
         )
-        if not updated:
+        if before is None:
             raise NotFound(f"no such channel: {channel_id}")
         view = await _load(conn, caller, channel_id)
         payload = {"channel": _shared(view, with_members=False)}
         await append_event(
             conn, caller.workspace_id, "channel.updated", payload, channel_id=view.id
         )
+        changes: dict[str, Any] = {}
+        if before.cooldown_seconds != view.cooldown_seconds:
+            changes["cooldown_seconds"] = {
+                "from": before.cooldown_seconds,
+                "to": view.cooldown_seconds,
+            }
+        if before.frozen != view.frozen:
+            changes["frozen"] = {"from": before.frozen, "to": view.frozen}
+        if changes:
+            await audit.record(
+                conn,
+                caller.workspace_id,
+                actor=audit.actor_of(caller),
+                action=audit.CHANNEL_UPDATED,
+                target=f"channel:{channel_id}",
+                data={"channel_id": channel_id, **changes},
+            )
     return view
 
 

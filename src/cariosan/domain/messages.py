@@ -17,7 +17,7 @@ from cariosan.config import Limits
 from cariosan.db import messages as rows
 from cariosan.db.events import append_event
 from cariosan.db.pool import Database
-from cariosan.domain import attachments, audit, bans, mutes
+from cariosan.domain import attachments, audit, bans, mutes, send_rules
 from cariosan.domain.access import ChannelAccess, channel_access
 from cariosan.domain.auth import Caller
 from cariosan.domain.custom_data import storable_text, valid_data
@@ -69,6 +69,8 @@ def message_view(row: rows.MessageRow) -> MessageView:
         edited_at=row.edited_at,
         deleted_at=row.deleted_at,
         muted=row.muted,
+        pinned_at=row.pinned_at,
+        pinned_by=row.pinned_by,
     )
 
 
@@ -240,6 +242,7 @@ async def _store_message(
         )
         if row is None:
             return await _original(conn, caller, channel_id, message_id), False
+        await send_rules.check_send(conn, access, user_id)
         row = replace(row, attachments=[to_payload(f) for f in files])
         await append_event(
             conn,

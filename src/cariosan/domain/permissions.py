@@ -65,6 +65,8 @@ class Action(StrEnum):
     FLAG_RESOLVE = "resolve a flag (dismiss, delete the message, ban the user)"
     # Mutes and blocks (issue 14.3): muting a channel is the member's own business.
     CHANNEL_MUTE = "mute or unmute a channel (for oneself)"
+    # Pins and slow mode (issue 14 point 5).
+    MESSAGE_PIN = "pin or unpin a message"
 
 
 # Whoever may moderate a channel: "mod" in API.md.
@@ -122,6 +124,8 @@ TABLE: dict[Action, dict[str, frozenset[Who]]] = {
     # Mutes and blocks (issue 14.3). Muting or blocking a user is open to every user for itself
     # and is not about a channel or a role, so it has no row.
     Action.CHANNEL_MUTE: _every_type({Who.MEMBER}),
+    # Pins and slow mode (issue 14 point 5).
+    Action.MESSAGE_PIN: _every_type(_CHANNEL_MODS),
 }
 
 

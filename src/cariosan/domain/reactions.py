@@ -7,7 +7,7 @@ import re
 from cariosan.db import messages as rows
 from cariosan.db.events import append_event
 from cariosan.db.pool import Database
-from cariosan.domain import bans
+from cariosan.domain import bans, send_rules
 from cariosan.domain.auth import Caller
 from cariosan.domain.messages import message_access, message_view
 from cariosan.domain.views import MessageView
@@ -32,6 +32,7 @@ async def add_reaction(
         row, access = await message_access(conn, caller, message_id)
         if not access.is_member:
             raise NotFound(f"no such message: {message_id}")
+        send_rules.check_not_frozen(access, "react")
         if row.deleted_at is not None:
             raise NotFound(f"no such message: {message_id}")
         bans.refuse_if_banned(access.ban)
@@ -69,6 +70,7 @@ async def remove_reaction(
         row, access = await message_access(conn, caller, message_id)
         if not access.is_member:
             raise NotFound(f"no such message: {message_id}")
+        send_rules.check_not_frozen(access, "react")
         removed = await rows.remove_reaction(conn, caller.workspace_id, row.id, type, user_id)
         changed = await rows.get_message(conn, caller.workspace_id, user_id, row.id)
         if changed is None:

@@ -49,6 +49,9 @@ class MessageView(msgspec.Struct):
     # True only for a reader who mutes the author (PUT /v1/users/{id}/mute); false for everyone
     # else, in events shared by all members and in webhook bodies.
     muted: bool = False
+    # Pins (issue 14): null when not pinned; pinned_by null also when the backend pinned it.
+    pinned_at: datetime | None = None
+    pinned_by: str | None = None
 
 
 class MemberView(msgspec.Struct):
@@ -74,6 +77,9 @@ class ChannelView(msgspec.Struct):
     members: list[MemberView] | None = None
     # The reader muted the channel (PUT /v1/channels/{id}/mute); false in events.
     muted: bool = False
+    # Slow mode (0: off) and freeze (issue 14).
+    cooldown_seconds: int = 0
+    frozen: bool = False
 
 
 def to_payload(value: msgspec.Struct) -> dict[str, Any]:

@@ -43,6 +43,9 @@ EVENT_TYPES = frozenset(
         # Flags (issue 14 point 4): for moderators and webhooks only.
         "message.flagged",
         "flag.resolved",
+        # Pins and slow mode (issue 14 point 5).
+        "message.pinned",
+        "message.unpinned",
     }
 )
 STATUSES = ("pending", "succeeded", "failed")

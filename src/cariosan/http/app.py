@@ -31,6 +31,7 @@ from cariosan.http import (
     middleware,
     mutes,
     openapi,
+    pins,
     users,
     webhooks,
 )
@@ -98,6 +99,8 @@ def create_app(services: Services, on_boot_failure: OnBootFailure | None = None)
             *flags.ROUTES,
             # Mutes and blocks (issue 14.3).
             *mutes.ROUTES,
+            # Pins and slow mode (issue 14 point 5).
+            *pins.ROUTES,
         ],
         dependencies={
             "services": Provide(lambda: services, use_cache=True, sync_to_thread=False),

@@ -33,6 +33,9 @@ class ChannelPatch(msgspec.Struct):
     name: str | msgspec.UnsetType | None = msgspec.UNSET
     data: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     user_id: str | None = None
+    # Slow mode in seconds (0 or null: off) and freeze (docs/moderation.md).
+    cooldown_seconds: int | msgspec.UnsetType | None = msgspec.UNSET
+    frozen: bool | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ChannelPage(msgspec.Struct):
@@ -121,14 +124,18 @@ async def update_channel(
     caller: NamedDependency[Caller],
     services: NamedDependency[Services],
 ) -> ChannelView:
-    """Change the name and/or data (owner, admin users, the backend)."""
-    fields = frozenset(f for f in ("name", "data") if getattr(data, f) is not msgspec.UNSET)
+    """Change the name, data, slow mode (`cooldown_seconds`) and/or freeze (`frozen`) (the
+    channel's moderators, docs/moderation.md)."""
+    names = ("name", "data", "cooldown_seconds", "frozen")
+    fields = frozenset(f for f in names if getattr(data, f) is not msgspec.UNSET)
     return await channels.update_channel(
         services.db,
         caller,
         channel_id,
         name=None if data.name is msgspec.UNSET else data.name,
         data=None if data.data is msgspec.UNSET else data.data,
+        cooldown_seconds=None if data.cooldown_seconds is msgspec.UNSET else data.cooldown_seconds,
+        frozen=None if data.frozen is msgspec.UNSET else data.frozen,
         fields_set=fields,
         limits=services.settings.limits,
     )

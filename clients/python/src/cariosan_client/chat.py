@@ -255,10 +255,17 @@ class ChatClient:
         return decode(await self._request("GET", f"/v1/channels/{segment(id)}"), Channel)
 
     async def update_channel(
-        self, id: str, *, name: str | None = None, data: dict[str, Any] | None = None
+        self,
+        id: str,
+        *,
+        name: str | None = None,
+        data: dict[str, Any] | None = None,
+        cooldown_seconds: int | None = None,
+        frozen: bool | None = None,
     ) -> Channel:
-        """Change a channel's name and/or data (fields left None are not sent)."""
-        body = _body(name=name, data=data)
+        """Change a channel's name, data, slow mode (`cooldown_seconds`, 0: off) and/or freeze
+        (fields left None are not sent). Slow mode and freeze: the channel's moderators only."""
+        body = _body(name=name, data=data, cooldown_seconds=cooldown_seconds, frozen=frozen)
         response = await self._request("PATCH", f"/v1/channels/{segment(id)}", json=body)
         return decode(response, Channel)
 
@@ -389,6 +396,22 @@ class ChatClient:
     async def remove_reaction(self, message_id: str, type: str) -> Message:
         path = f"/v1/messages/{segment(message_id)}/reactions/{segment(type)}"
         return decode(await self._request("DELETE", path), Message)
+
+    # -- pins ------------------------------------------------------------------------------------
+
+    async def pin_message(self, message_id: str) -> Message:
+        """Pin a top-level message (the channel's moderators); the message with `pinned_at`."""
+        path = f"/v1/messages/{segment(message_id)}/pin"
+        return decode(await self._request("PUT", path), Message)
+
+    async def unpin_message(self, message_id: str) -> Message:
+        path = f"/v1/messages/{segment(message_id)}/pin"
+        return decode(await self._request("DELETE", path), Message)
+
+    async def list_pins(self, channel_id: str) -> list[Message]:
+        """The channel's pinned messages, most recently pinned first."""
+        path = f"/v1/channels/{segment(channel_id)}/pins"
+        return decode(await self._request("GET", path), MessageList).messages
 
     # -- read state and typing -------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ __all__ = [
     "MessageDeleted",
     "MessageFlagged",
     "MessageNew",
+    "MessagePinned",
+    "MessageUnpinned",
     "MessageUpdated",
     "PersistedEvent",
     "PresenceChanged",
@@ -85,6 +87,18 @@ class MessageUpdated(PersistedEvent, kw_only=True, frozen=True):
 
 class MessageDeleted(PersistedEvent, kw_only=True, frozen=True):
     type: Literal["message.deleted"] = "message.deleted"
+    message: Message
+
+
+class MessagePinned(PersistedEvent, kw_only=True, frozen=True):
+    """A moderator pinned a message; `message` is as it is now (unpinned since, if it was)."""
+
+    type: Literal["message.pinned"] = "message.pinned"
+    message: Message
+
+
+class MessageUnpinned(PersistedEvent, kw_only=True, frozen=True):
+    type: Literal["message.unpinned"] = "message.unpinned"
     message: Message
 
 
@@ -242,6 +256,9 @@ AnyEvent = (
     # Flags (issue 14 point 4).
     | MessageFlagged
     | FlagResolved
+    # Pins and slow mode (issue 14 point 5).
+    | MessagePinned
+    | MessageUnpinned
     | UnknownEvent
     # Bans (issue 14, point 2).
     | UserBanned
@@ -279,6 +296,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         # Flags (issue 14 point 4).
         MessageFlagged,
         FlagResolved,
+        # Pins and slow mode (issue 14 point 5).
+        MessagePinned,
+        MessageUnpinned,
     )
 }
 

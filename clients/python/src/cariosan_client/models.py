@@ -81,6 +81,9 @@ class Message(msgspec.Struct, kw_only=True, frozen=True):
     deleted_at: datetime | None = None
     # True when the reading user mutes the author (`mute_user`); false for everyone else.
     muted: bool = False
+    # Pins: None when not pinned; `pinned_by` None also when the backend pinned it as itself.
+    pinned_at: datetime | None = None
+    pinned_by: str | None = None
 
 
 class Member(msgspec.Struct, kw_only=True, frozen=True):
@@ -106,6 +109,9 @@ class Channel(msgspec.Struct, kw_only=True, frozen=True):
     deleted_at: datetime | None = None
     # The reading user muted the channel (`mute_channel`): it does not count in total_unread.
     muted: bool = False
+    # Slow mode: members send once per `cooldown_seconds` (0: off); frozen: only moderators send.
+    cooldown_seconds: int = 0
+    frozen: bool = False
 
 
 class ChannelPage(msgspec.Struct, kw_only=True, frozen=True):

@@ -253,6 +253,10 @@ class ChatClient(_Facade):
     iter_replies = _blocking_iter(aio_chat.ChatClient.iter_replies)
     add_reaction = _blocking(aio_chat.ChatClient.add_reaction)
     remove_reaction = _blocking(aio_chat.ChatClient.remove_reaction)
+    # Pins and slow mode (issue 14 point 5).
+    pin_message = _blocking(aio_chat.ChatClient.pin_message)
+    unpin_message = _blocking(aio_chat.ChatClient.unpin_message)
+    list_pins = _blocking(aio_chat.ChatClient.list_pins)
     mark_read = _blocking(aio_chat.ChatClient.mark_read)
     typing = _blocking(aio_chat.ChatClient.typing)
     create_upload = _blocking(aio_chat.ChatClient.create_upload)
