@@ -223,6 +223,11 @@ async def _audit(case: Case) -> httpx.Response:
     return await case.http.get("/v1/audit")
 
 
+# Privacy (issue 14, point 7).
+async def _export(case: Case) -> httpx.Response:
+    return await case.http.get(f"/v1/users/{case.mem}/export")
+
+
 PERFORMERS: dict[Action, Performer] = {
     Action.CHANNEL_UPDATE: _update,
     Action.CHANNEL_DELETE: _delete_channel,
@@ -235,6 +240,8 @@ PERFORMERS: dict[Action, Performer] = {
     Action.MESSAGE_EDIT: _edit,
     Action.MESSAGE_DELETE: _delete_message,
     Action.AUDIT_READ: _audit,
+    # Privacy (issue 14, point 7).
+    Action.USER_EXPORT: _export,
 }
 
 

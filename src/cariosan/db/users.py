@@ -223,3 +223,65 @@ async def database_now(conn: asyncpg.Connection) -> datetime:
     value = await conn.fetchval("SELECT clock_timestamp()")
     assert isinstance(value, datetime)
     return value
+
+
+# ---- the user directory (GET /v1/users) ------------------------------------------------------
+
+# $1 workspace, $2 the lowered prefix or NULL, $3 its LIKE pattern (wildcards escaped), $4 the
+# exclusive upper bound of the prefix range, $5 the id to continue after or
+# NULL, $6 the page size, $7 the user whose shared channels limit the list or NULL (everyone).
+# The ~>=~ / ~<~ range lets the planner use users_*_prefix_idx even with a generic plan (a
+# LIKE with a parameter cannot); the LIKE is the exact test.
+DIRECTORY_SQL = f"""
+SELECT {_COLUMNS} FROM users u
+WHERE u.workspace_id = $1 AND u.deleted_at IS NULL
+  AND ($5::text IS NULL OR u.id > $5)
+  AND ($2::text IS NULL OR u.id IN (
+      SELECT x.id FROM users x
+      WHERE x.workspace_id = $1 AND x.deleted_at IS NULL
+        AND lower(x.id) ~>=~ $2 AND lower(x.id) ~<~ $4
+        AND lower(x.id) LIKE $3 ESCAPE '\\'
+      UNION
+      SELECT x.id FROM users x
+      WHERE x.workspace_id = $1 AND x.deleted_at IS NULL
+        AND lower(x.name) ~>=~ $2 AND lower(x.name) ~<~ $4
+        AND lower(x.name) LIKE $3 ESCAPE '\\'
+  ))
+  AND ($7::text IS NULL OR u.id = $7 OR EXISTS (
+      SELECT 1 FROM channel_members mine
+      JOIN channel_members theirs
+        ON theirs.workspace_id = mine.workspace_id AND theirs.channel_id = mine.channel_id
+      JOIN channels c ON c.workspace_id = mine.workspace_id AND c.id = mine.channel_id
+      WHERE mine.workspace_id = $1 AND mine.user_id = $7 AND theirs.user_id = u.id
+        AND c.deleted_at IS NULL
+  ))
+ORDER BY u.id
+LIMIT $6
+"""  # noqa: S608 (constant SQL fragment, values are parameters)
+
+
+async def lowered(conn: asyncpg.Connection, text: str) -> str:
+    """`text` lowered by PostgreSQL, so that a prefix compares with `lower(id)` exactly as the
+    database lowers (its locale, not Python's)."""
+    value = await conn.fetchval("SELECT lower($1::text)", text)
+    assert isinstance(value, str)
+    return value
+
+
+async def directory(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    *,
+    prefix: str | None,
+    pattern: str | None,
+    upper: str | None,
+    after: str | None,
+    limit: int,
+    sharing_with: str | None,
+) -> list[UserRow]:
+    """Active users by id, those whose id or name starts with `prefix` (lowered), after
+    `after`; with `sharing_with`, only that user and those sharing a live channel with it."""
+    rows = await conn.fetch(
+        DIRECTORY_SQL, workspace_id, prefix, pattern, upper, after, limit, sharing_with
+    )
+    return [_row(r) for r in rows]

@@ -56,6 +56,8 @@ class Action(StrEnum):
     MESSAGE_EDIT = "edit a message"
     MESSAGE_DELETE = "delete a message"
     AUDIT_READ = "read the audit log"
+    # Privacy (issue 14, point 7).
+    USER_EXPORT = "export everything stored about a user"
 
 
 # Whoever may moderate a channel: "mod" in API.md.
@@ -103,6 +105,8 @@ TABLE: dict[Action, dict[str, frozenset[Who]]] = {
     Action.MESSAGE_EDIT: _every_type({Who.BACKEND, Who.ADMIN, Who.AUTHOR}),
     Action.MESSAGE_DELETE: _every_type(_CHANNEL_MODS | {Who.AUTHOR}),
     Action.AUDIT_READ: _workspace({Who.BACKEND, Who.ADMIN}),
+    # Privacy (issue 14, point 7): the API secret only, also against an admin's token.
+    Action.USER_EXPORT: _workspace({Who.BACKEND}),
 }
 
 

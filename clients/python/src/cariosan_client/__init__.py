@@ -63,6 +63,7 @@ from cariosan_client.models import (
     Token,
     Upload,
     User,
+    UserPage,
     Webhook,
 )
 from cariosan_client.retry import RetryPolicy
@@ -120,6 +121,7 @@ __all__ = [
     "UnknownEvent",
     "Upload",
     "User",
+    "UserPage",
     "ValidationFailed",
     "Webhook",
     "decode_event",

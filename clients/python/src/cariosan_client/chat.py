@@ -31,6 +31,8 @@ from cariosan_client.models import (
     MessagePage,
     UnreadCount,
     Upload,
+    User,
+    UserPage,
 )
 from cariosan_client.retry import RetryPolicy
 
@@ -474,3 +476,30 @@ class ChatClient:
             if not page.has_more or page.latest_seq <= after_seq:
                 return
             after_seq = page.latest_seq
+
+    # -- the user directory (issue 14, point 6) ----------------------------------------------------
+
+    async def list_users(
+        self, q: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> UserPage:
+        """A page of the user directory, by id: the caller and the users it shares a channel
+        with. `q` keeps users whose id or name starts with it (ignoring case)."""
+        params = {"q": q, "limit": limit, "cursor": cursor}
+        return decode(await self._request("GET", "/v1/users", params=params), UserPage)
+
+    async def search_users(self, q: str, limit: int | None = None) -> UserPage:
+        """The first page of users whose id or name starts with `q` (ignoring case)."""
+        return await self.list_users(q=q, limit=limit)
+
+    async def iter_users(
+        self, q: str | None = None, *, page_size: int | None = None
+    ) -> AsyncIterator[User]:
+        """Every user of the directory (matching `q`), by id, a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_users(q=q, limit=page_size, cursor=cursor)
+            for user in page.users:
+                yield user
+            if not page.next_cursor or not page.users:
+                return
+            cursor = page.next_cursor

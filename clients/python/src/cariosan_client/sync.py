@@ -260,6 +260,10 @@ class ChatClient(_Facade):
     search = _blocking(aio_chat.ChatClient.search)
     events = _blocking(aio_chat.ChatClient.events)
     iter_events = _blocking_iter(aio_chat.ChatClient.iter_events)
+    # The user directory (issue 14, point 6).
+    list_users = _blocking(aio_chat.ChatClient.list_users)
+    search_users = _blocking(aio_chat.ChatClient.search_users)
+    iter_users = _blocking_iter(aio_chat.ChatClient.iter_users)
 
 
 class ServerClient(_Facade):
@@ -317,3 +321,8 @@ class ServerClient(_Facade):
     list_deliveries = _blocking(aio_server.ServerClient.list_deliveries)
     iter_deliveries = _blocking_iter(aio_server.ServerClient.iter_deliveries)
     replay_delivery = _blocking(aio_server.ServerClient.replay_delivery)
+    # Privacy and the user directory (issue 14, points 6 and 7).
+    list_users = _blocking(aio_server.ServerClient.list_users)
+    search_users = _blocking(aio_server.ServerClient.search_users)
+    iter_users = _blocking_iter(aio_server.ServerClient.iter_users)
+    export_user = _blocking(aio_server.ServerClient.export_user)
