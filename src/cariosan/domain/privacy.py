@@ -133,6 +133,9 @@ async def export_user(
             for m in document["memberships"]
         ]
         found = await rows.attachments(conn, workspace_id, user_id)
+        if blobs is not None and found:
+            # UNAVAILABLE (and no audit entry) rather than an export without its URLs.
+            await blobs.ensure_available()
         await audit.record(
             conn,
             workspace_id,
@@ -178,7 +181,6 @@ async def export_for(
 ) -> dict[str, Any]:
     """The export for the backend (domain/permissions.py)."""
     permissions.require(Action.USER_EXPORT, permissions.WORKSPACE, caller.capacities())
-    await blobs.ensure_available()
     done = await export_user(
         database, blobs, settings, caller.workspace_id, user_id, actor=audit.actor_of(caller)
     )
