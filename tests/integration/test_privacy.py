@@ -314,6 +314,8 @@ async def test_a_hard_delete_leaves_the_marker_nowhere(world: World) -> None:
         )
     finally:
         await conn.close()
+    searched = await ok(await w.backend.get("/v1/search", params={"q": m}))
+    assert len(searched["messages"]) == 4
     objects = bucket_objects(w.s3)
     assert any(m in key for key in objects)
     assert any(m.encode() in body for body in objects.values())
@@ -359,21 +361,61 @@ async def test_a_hard_delete_leaves_the_marker_nowhere(world: World) -> None:
 def test_scrub_drops_the_user_from_payloads() -> None:
     payload = {
         "channel": {
+            "id": "vic",
             "created_by": "vic",
             "members": [{"user_id": "vic", "role": "owner"}, {"user_id": "ann", "role": "member"}],
             "name": "Vic's room",
         },
-        "user": {"id": "vic", "name": "Vic"},
+        "channel_id": "vic",
+        "user": {"id": "vic", "name": "Vic", "image_url": None},
         "mentions": ["vic", "ann"],
-        "entry": {"target": "user:vic", "actor": "ann"},
+        "entry": {"target": "user:vic", "actor": "ann", "data": {"author": "vic", "note": "Vic"}},
     }
     assert scrub(payload, "vic", {"vic", "Vic"}) == {
         "channel": {
+            "id": "vic",
             "created_by": None,
             "members": [{"user_id": "ann", "role": "member"}],
             "name": "Vic's room",
         },
+        "channel_id": "vic",
         "user": None,
         "mentions": ["ann"],
-        "entry": {"target": f"user:{DELETED_USER}", "actor": "ann"},
+        "entry": {
+            "target": f"user:{DELETED_USER}",
+            "actor": "ann",
+            "data": {"author": None, "note": None},
+        },
     }
+
+
+async def test_a_hard_delete_whose_files_cannot_be_removed_changes_nothing(
+    server: RunningServer, workspace: NewWorkspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files go before the transaction commits: a store failure is a 503, the user and its
+    data stay, and asking again finishes the job (local attachment folder here)."""
+    token = await make_user(server, workspace, "leaver")
+    async with user_client(server, token) as leaver, backend_client(server, workspace) as backend:
+        await ok(await leaver.post("/v1/channels", json={"id": "r", "type": "group"}), 201)
+        signed = await upload(
+            leaver, b"keep me", channel_id="r", filename="f.txt", content_type="text/plain"
+        )
+        body = {"text": "x", "attachment_ids": [signed["attachment_id"]]}
+        await ok(await leaver.post("/v1/channels/r/messages", json=body), 201)
+        blobs = server.services.blobs
+
+        async def broken(key: str) -> None:
+            raise OSError("disk gone")
+
+        monkeypatch.setattr(blobs, "delete", broken)
+        failed = await backend.delete("/v1/users/leaver", params={"mode": "hard"})
+        assert failed.status_code == 503, failed.text
+        assert failed.json()["error"]["code"] == "UNAVAILABLE"
+        exported = await ok(await backend.get("/v1/users/leaver/export"))
+        assert [m["text"] for m in exported["messages"]] == ["x"]
+        assert len(exported["attachments"]) == 1
+        monkeypatch.undo()
+        await ok(await backend.delete("/v1/users/leaver", params={"mode": "hard"}), 204)
+        assert (await backend.get("/v1/users/leaver")).status_code == 404
+        key = f"{workspace.id}/{signed['attachment_id']}/"
+        assert await blobs.list_keys(key) == []

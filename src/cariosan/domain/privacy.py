@@ -195,29 +195,46 @@ def _needles(user: user_rows.UserRow) -> list[str]:
     return [v for v in (user.id, user.name, user.image_url) if v]
 
 
+# Keys whose value is a user id, and lists of user ids: the only places an id is taken out
+# (a channel may have the same id as a user; its `channel_id` stays).
+_USER_KEYS = frozenset({"user_id", "actor", "author", "created_by", "target_user"})
+_USER_SUFFIXES = ("_by", "_user_id")
+_USER_LISTS = frozenset({"mentions", "user_ids", "members", "member_ids"})
+
+
+def _names_user(key: str) -> bool:
+    return key in _USER_KEYS or key.endswith(_USER_SUFFIXES)
+
+
 def _is_about(value: dict[str, Any], user_id: str) -> bool:
-    return value.get("user_id") == user_id or (
-        value.get("id") == user_id and ("name" in value or "role" in value)
-    )
+    """A member, a user or a reaction of the user (not a channel that shares its id)."""
+    return value.get("user_id") == user_id or (value.get("id") == user_id and "image_url" in value)
 
 
-def scrub(value: Any, user_id: str, needles: set[str]) -> Any:
-    """`value` without the user: strings that are its id, name or image URL become None
-    (`user:<id>` becomes `user:deleted-user`), and list items about it (a member) go."""
+def scrub(value: Any, user_id: str, needles: set[str], key: str = "") -> Any:
+    """`value` without the user: its id under keys that name users (`user_id`, `created_by`,
+    ...) becomes None and leaves lists of users (`mentions`, ...); `user:<id>` becomes
+    `user:deleted-user`; its name or image URL becomes None anywhere; a dict about it (a
+    member, its user object) becomes None, or leaves the list it is in."""
     if isinstance(value, str):
         if value == f"user:{user_id}":
             return _DELETED_TARGET
-        return None if value in needles else value
+        if value == user_id:
+            return None if _names_user(key) else value
+        return None if value in needles - {user_id} else value
     if isinstance(value, list):
         return [
-            scrub(v, user_id, needles)
+            scrub(v, user_id, needles, key)
             for v in value
             if not (isinstance(v, dict) and _is_about(v, user_id))
-            and not (isinstance(v, str) and v in needles)
+            and not (isinstance(v, str) and v == user_id and key in _USER_LISTS)
+            and not (isinstance(v, str) and v in needles - {user_id})
         ]
     if isinstance(value, dict):
         return {
-            k: None if isinstance(v, dict) and _is_about(v, user_id) else scrub(v, user_id, needles)
+            k: None
+            if isinstance(v, dict) and _is_about(v, user_id)
+            else scrub(v, user_id, needles, k)
             for k, v in value.items()
         }
     return value
