@@ -310,9 +310,22 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev_workspace(args: argparse.Namespace) -> Any:
+    """The default workspace of the dev folder the command operates on, if any."""
+    import uuid
+
+    folder = getattr(args, "dev_folder", None)
+    if folder is None:
+        return None
+    try:
+        saved = json.loads((folder.path / "credentials.json").read_text(encoding="utf-8"))
+        return uuid.UUID(saved["workspace_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def cmd_user_export(args: argparse.Namespace) -> int:
     """Write everything stored about a user to a folder: export.json and files/<id>/<name>."""
-    import uuid
     from datetime import UTC, datetime
 
     from cariosan.blobs import open_blobs
@@ -321,11 +334,9 @@ def cmd_user_export(args: argparse.Namespace) -> int:
     from cariosan.ops.mirror import MirrorError, open_source
 
     settings = _settings(args)
-    workspace = args.workspace
+    workspace = args.workspace or _dev_workspace(args)
     if workspace is None:
-        if not settings.demo_workspace_id:
-            raise _Failure("--workspace ID is required (only a dev deployment has a default)")
-        workspace = uuid.UUID(settings.demo_workspace_id)
+        raise _Failure("--workspace ID is required (only a cariosan dev folder has a default)")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out or f"cariosan-export-{args.user}-{stamp}")
     if out.exists() and any(out.iterdir()):
