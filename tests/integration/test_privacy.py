@@ -419,3 +419,40 @@ async def test_a_hard_delete_whose_files_cannot_be_removed_changes_nothing(
         assert (await backend.get("/v1/users/leaver")).status_code == 404
         key = f"{workspace.id}/{signed['attachment_id']}/"
         assert await blobs.list_keys(key) == []
+
+
+async def test_asking_again_erases_what_an_older_hard_delete_left_behind(
+    server: RunningServer, workspace: NewWorkspace, database_url: str
+) -> None:
+    """Older releases' hard delete kept the attachment records and files: a hard delete of the
+    gone user removes them (204), and then there is nothing left to delete (404)."""
+    token = await make_user(server, workspace, "old")
+    async with user_client(server, token) as old, backend_client(server, workspace) as backend:
+        await ok(await old.post("/v1/channels", json={"id": "r", "type": "group"}), 201)
+        signed = await upload(
+            old, b"left over", channel_id="r", filename="f.txt", content_type="text/plain"
+        )
+        body = {"text": "x", "attachment_ids": [signed["attachment_id"]]}
+        await ok(await old.post("/v1/channels/r/messages", json=body), 201)
+        # What the previous release's hard delete did.
+        conn = await asyncpg.connect(database_url)
+        try:
+            async with conn.transaction():
+                for table in ("reactions", "messages", "channel_members", "users"):
+                    column = "id" if table == "users" else "user_id"
+                    await conn.execute(
+                        f"DELETE FROM {table} WHERE workspace_id = $1 AND {column} = 'old'",
+                        workspace.id,
+                    )
+            assert await conn.fetchval("SELECT count(*) FROM attachments") == 1
+            folder = f"{workspace.id}/{signed['attachment_id']}/"
+            assert await server.services.blobs.list_keys(folder) != []
+            await ok(await backend.delete("/v1/users/old", params={"mode": "hard"}), 204)
+            assert await conn.fetchval("SELECT count(*) FROM attachments") == 0
+            assert await server.services.blobs.list_keys(folder) == []
+        finally:
+            await conn.close()
+        again = await backend.delete("/v1/users/old", params={"mode": "hard"})
+        assert again.status_code == 404
+        log = await ok(await backend.get("/v1/audit", params={"action": "user.deleted"}))
+        assert log["entries"][0]["data"]["leftovers_only"] is True

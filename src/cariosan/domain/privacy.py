@@ -112,7 +112,8 @@ async def export_user(
     without `blobs`, as for the CLI, which copies the files itself). Recorded in the audit log
     in the same transaction as the reads."""
     customer_id("user_id", user_id)
-    async with database.transaction() as conn:
+    # One snapshot for every section: a message sent meanwhile is in all of them or none.
+    async with database.connection() as conn, conn.transaction(isolation="repeatable_read"):
         user = await user_rows.get_user(conn, workspace_id, user_id)
         if user is None:
             raise NotFound(f"no such user: {user_id}")
@@ -241,10 +242,12 @@ def scrub(value: Any, user_id: str, needles: set[str], key: str = "") -> Any:
 
 
 def _scrub_audit(entry: rows.AuditText, user_id: str, needles: set[str]) -> rows.AuditText:
-    about = entry.actor == user_id or entry.target == f"user:{user_id}"
+    # A user whose id is "backend" or "operator" cannot be told from those actors by the log.
+    by_user = entry.actor == user_id and user_id not in (audit.BACKEND, audit.OPERATOR)
+    about = by_user or entry.target == f"user:{user_id}"
     return rows.AuditText(
         entry.id,
-        DELETED_USER if entry.actor == user_id else entry.actor,
+        DELETED_USER if by_user else entry.actor,
         scrub(entry.target, user_id, needles),
         None if about else scrub(entry.reason, user_id, needles),
         scrub(entry.data, user_id, needles),
@@ -259,15 +262,26 @@ class Erased:
     events: int
     mentions: int
 
+    @property
+    def anything(self) -> bool:
+        return bool(self.files or self.events or self.mentions)
+
 
 async def erase_in_transaction(
-    conn: asyncpg.Connection, workspace_id: uuid.UUID, user: user_rows.UserRow
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    user_id: str,
+    user: user_rows.UserRow | None,
 ) -> Erased:
     """Remove or rewrite everything of `user` that is not its messages, memberships and row
-    (db/users.hard_delete_user, which the caller runs next): attachment records, other
-    moderation tables (ERASE_STEPS), mentions, channel links, events and their webhook
-    deliveries, the audit log's text."""
-    user_id = user.id
+        (db/users.hard_delete_user, which the caller runs next): attachment records, other
+        moderation tables (ERASE_STEPS), mentions, channel links, events and their webhook
+        deliveries, the audit log's text. Without `user` (its row is gone: a hard delete by an
+        older release, which left attachments behind): its attachments and mentions only (an id
+    alone does not tell a gone user's audit entries from others')."""
+    if user is None:
+        files = await rows.delete_attachments(conn, workspace_id, user_id)
+        return Erased(files, 0, await rows.forget_mentions(conn, workspace_id, user_id))
     needles = _needles(user)
     needle_set = set(needles)
     for step in ERASE_STEPS:

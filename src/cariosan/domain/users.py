@@ -111,14 +111,16 @@ async def delete_user(
     async with database.transaction() as conn:
         if mode == "hard":
             user = await rows.get_user(conn, workspace_id, user_id)
-            found = user is not None
-            removed = None
-            if user is not None:
-                erased = await privacy.erase_in_transaction(conn, workspace_id, user)
-                removed = await rows.hard_delete_user(conn, workspace_id, user_id)
-                data |= {"files": len(erased.files), "events": erased.events}
-                if blobs is not None:
-                    await privacy.delete_files(blobs, workspace_id, erased.files)
+            # Also without its row: what an older release's hard delete left behind (the
+            # attachments and their files) is erased when asked again.
+            erased = await privacy.erase_in_transaction(conn, workspace_id, user_id, user)
+            removed = await rows.hard_delete_user(conn, workspace_id, user_id)
+            found = user is not None or erased.anything
+            data |= {"files": len(erased.files), "events": erased.events}
+            if user is None:
+                data["leftovers_only"] = True
+            if blobs is not None:
+                await privacy.delete_files(blobs, workspace_id, erased.files)
             # The remaining members' clients (and every node's view of who receives a
             # channel's events) learn that the user left, as with any removal. Not filed as
             # the user's own events: a user created later with this id must not read them.
