@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from cariosan.config import Settings
+from cariosan.domain import attachments
 from cariosan.domain.privacy import DELETED_USER, scrub
 from cariosan.domain.workspaces import NewWorkspace, create_workspace
 from cariosan_client import ServerClient
@@ -155,6 +156,7 @@ async def populate(w: World) -> None:
         w.victim_http, f"pending {m}".encode(), filename=f"p-{m}.txt", content_type="text/plain"
     )
     w.facts["pending"] = pending["attachment_id"]
+    w.facts["pending_upload"] = pending
     await ok(await w.victim_http.post("/v1/channels/room/read", json={"message_id": anns["id"]}))
 
 
@@ -322,6 +324,18 @@ async def test_a_hard_delete_leaves_the_marker_nowhere(world: World) -> None:
 
     await ok(await w.backend.delete(f"/v1/users/{v}", params={"mode": "hard"}), 204)
     await settled(w.database_url)
+
+    # The upload URL handed out before the delete still works (S3 cannot revoke it): a file
+    # put through it afterwards is removed by the cleanup job's tidy pass.
+    late = w.facts["pending_upload"]
+    async with httpx.AsyncClient(timeout=10) as plain:
+        put = await plain.put(
+            late["upload_url"], content=f"LATEPUT {m}".encode(), headers=late["upload_headers"]
+        )
+    assert put.status_code in (200, 204), put.text
+    assert any(m in key for key in bucket_objects(w.s3))
+    services = w.server.services
+    assert await attachments.remove_leftovers(services.db, services.blobs, 0) == 1
 
     after = dump(w.database_url)
     leftover = [line for line in after.splitlines() if m in line]

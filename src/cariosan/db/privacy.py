@@ -191,11 +191,40 @@ class DoomedFile:
     object_key: str
 
 
+ERASED_NAME = "erased"
+
+
 async def delete_attachments(
-    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str, upload_window: float
 ) -> list[DoomedFile]:
     """Remove the records of the user's uploads and of its messages' files; their keys (the
-    caller deletes the files)."""
+    caller deletes the files).
+
+    An upload not sent and younger than `upload_window` (its presigned PUT URL may still be
+    used) keeps an anonymous record instead: no uploader, no name, a served key that names no
+    file, and a checksum, so that the cleanup job's tidy pass (domain/attachments.py
+    remove_leftovers) deletes whatever is put in its folder later, and its stale pass removes
+    the record after a day."""
+    fresh = await conn.fetch(
+        """
+        WITH fresh AS (
+            SELECT a.id, a.object_key FROM attachments a
+            WHERE a.workspace_id = $1 AND a.user_id = $2 AND a.message_id IS NULL
+              AND a.status = 'pending' AND a.created_at > now() - make_interval(secs => $3)
+            FOR UPDATE
+        )
+        UPDATE attachments a SET
+            user_id = NULL, filename = $4, content_type = 'application/octet-stream',
+            object_key = a.workspace_id::text || '/' || a.id::text || '/.' || $4,
+            checksum = $4, tidied_at = NULL
+        FROM fresh WHERE a.workspace_id = $1 AND a.id = fresh.id
+        RETURNING a.id, fresh.object_key
+        """,
+        workspace_id,
+        user_id,
+        float(upload_window),
+        ERASED_NAME,
+    )
     rows = await conn.fetch(
         """
         DELETE FROM attachments a
@@ -206,7 +235,7 @@ async def delete_attachments(
         workspace_id,
         user_id,
     )
-    return [DoomedFile(r["id"], r["object_key"]) for r in rows]
+    return [DoomedFile(r["id"], r["object_key"]) for r in [*fresh, *rows]]
 
 
 async def recount_threads_of(

@@ -272,21 +272,26 @@ async def erase_in_transaction(
     workspace_id: uuid.UUID,
     user_id: str,
     user: user_rows.UserRow | None,
+    *,
+    upload_window: float,
 ) -> Erased:
-    """Remove or rewrite everything of `user` that is not its messages, memberships and row
-        (db/users.hard_delete_user, which the caller runs next): attachment records, other
-        moderation tables (ERASE_STEPS), mentions, channel links, events and their webhook
-        deliveries, the audit log's text. Without `user` (its row is gone: a hard delete by an
-        older release, which left attachments behind): its attachments and mentions only (an id
-    alone does not tell a gone user's audit entries from others')."""
+    """Remove or rewrite everything of the user that is not its messages, memberships and row
+    (db/users.hard_delete_user, which the caller runs next): attachment records, other
+    moderation tables (ERASE_STEPS), mentions, channel links, events and their webhook
+    deliveries, the audit log's text. Uploads whose URL may still be used within
+    `upload_window` seconds keep an anonymous record (db/privacy.py).
+
+    Without `user` (its row is gone: a hard delete by an older release, which left attachments
+    behind): its attachments and mentions only (an id alone does not tell a gone user's audit
+    entries from others')."""
     if user is None:
-        files = await rows.delete_attachments(conn, workspace_id, user_id)
+        files = await rows.delete_attachments(conn, workspace_id, user_id, upload_window)
         return Erased(files, 0, await rows.forget_mentions(conn, workspace_id, user_id))
     needles = _needles(user)
     needle_set = set(needles)
     for step in ERASE_STEPS:
         await step(conn, workspace_id, user_id)
-    files = await rows.delete_attachments(conn, workspace_id, user_id)
+    files = await rows.delete_attachments(conn, workspace_id, user_id, upload_window)
     await rows.recount_threads_of(conn, workspace_id, user_id)
     mentions = await rows.forget_mentions(conn, workspace_id, user_id)
     await rows.forget_channel_links(conn, workspace_id, user_id, _DM_KEY_SEPARATOR)

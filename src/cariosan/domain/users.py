@@ -96,6 +96,7 @@ async def delete_user(
     user_id: str,
     mode: str,
     blobs: BlobStore | None = None,
+    upload_url_seconds: float = 900,
 ) -> None:
     """Anonymize or hard-delete; either way the user's tokens stop working and its open
     sockets are closed on every node.
@@ -108,12 +109,16 @@ async def delete_user(
     if mode not in ("anonymize", "hard"):
         raise ValidationFailed("mode must be 'anonymize' or 'hard'")
     data: dict[str, Any] = {"mode": mode}
+    # A minute past the upload URLs' expiry, for clocks a little apart (as the cleanup job).
+    window = upload_url_seconds + 60
     async with database.transaction() as conn:
         if mode == "hard":
             user = await rows.get_user(conn, workspace_id, user_id)
             # Also without its row: what an older release's hard delete left behind (the
             # attachments and their files) is erased when asked again.
-            erased = await privacy.erase_in_transaction(conn, workspace_id, user_id, user)
+            erased = await privacy.erase_in_transaction(
+                conn, workspace_id, user_id, user, upload_window=window
+            )
             removed = await rows.hard_delete_user(conn, workspace_id, user_id)
             found = user is not None or erased.anything
             data |= {"files": len(erased.files), "events": erased.events}
@@ -154,7 +159,7 @@ async def delete_user(
     if mode == "hard":
         # An upload the user asked for while the delete ran (its token was still good).
         async with database.transaction() as conn:
-            late = await privacy_rows.delete_attachments(conn, workspace_id, user_id)
+            late = await privacy_rows.delete_attachments(conn, workspace_id, user_id, window)
             if blobs is not None:
                 await privacy.delete_files(blobs, workspace_id, late)
 

@@ -92,7 +92,13 @@ async def delete_user(
 ) -> None:
     """Anonymize (default: messages stay, the person's details go) or hard-delete a user."""
     await users.delete_user(
-        services.db, services.hub, server.workspace_id, user_id, mode, services.blobs
+        services.db,
+        services.hub,
+        server.workspace_id,
+        user_id,
+        mode,
+        services.blobs,
+        services.settings.attachment_url_seconds,
     )
 
 
