@@ -61,8 +61,9 @@ test: prereqs lint
 	$(PYTEST)
 
 # Unit and integration tests only (no real cariosan processes): the quick loop while coding.
+# The schema fuzz runs without its coverage phase here (see tests/integration/test_api_schema.py).
 test-fast: prereqs lint
-	$(PYTEST) -m "unit or integration"
+	CARIOS_FUZZ_PHASES=examples,fuzzing $(PYTEST) -m "unit or integration"
 
 # Property-based fuzzing with a large budget (not part of `make test`, which runs the same tests
 # with a small one): schemathesis over every operation with both credential kinds, and

@@ -27,6 +27,9 @@ CHECKS = ",".join(
     ]
 )
 MAX_EXAMPLES = int(os.environ.get("CARIOS_FUZZ_EXAMPLES", "25"))
+# `make test-fast` leaves out the coverage phase (boundary values of every parameter), which
+# costs about as much as the rest of the suite; `make test` and `make fuzz` run every phase.
+PHASES = os.environ.get("CARIOS_FUZZ_PHASES", "examples,coverage,fuzzing")
 
 
 # The operations in three parts, each fuzzed by a test of its own, so that parallel test
@@ -56,7 +59,7 @@ def _schemathesis(
             "--max-examples",
             str(MAX_EXAMPLES),
             "--phases",
-            "examples,coverage,fuzzing",
+            PHASES,
             "--seed",
             "1",
             # One thread: test workers run the parts in parallel, and hypothesis describing

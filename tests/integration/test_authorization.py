@@ -15,6 +15,12 @@ from tests.support.chat import backend_client, bearer, make_user
 from tests.support.server import RunningServer
 
 
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here works in a workspace of its own: one server serves them all."""
+    return shared_server
+
+
 @dataclass
 class World:
     server: RunningServer

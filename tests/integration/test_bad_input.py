@@ -17,6 +17,13 @@ from tests.support.chat import bearer, make_user
 from tests.support.live import live
 from tests.support.server import RunningServer
 
+
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here works in a workspace of its own: one server serves them all."""
+    return shared_server
+
+
 # Words of PostgreSQL's (and asyncpg's) error messages that must never be shown to a client.
 POSTGRES_WORDS = re.compile(
     r"invalid input for query argument|int64|unsupported Unicode escape|"

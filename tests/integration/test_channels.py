@@ -19,6 +19,12 @@ from tests.support.chat import backend_client, make_user, user_client
 from tests.support.server import RunningServer
 
 
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here works in a workspace of its own: one server serves them all."""
+    return shared_server
+
+
 async def _users(server: RunningServer, workspace: NewWorkspace, *names: str) -> list[str]:
     return [await make_user(server, workspace, name) for name in names]
 

@@ -90,8 +90,14 @@ async def test_a_concurrent_index_migration_does_not_block_writes(database_url: 
     old_reader = await asyncpg.connect(database_url)
     writer = await asyncpg.connect(database_url)
     try:
-        await old_reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-        await old_reader.fetchval("SELECT count(*) FROM events")
+        # An open transaction that wrote to the table: the build waits for it whatever else
+        # runs on the server. (One that only read would be waited for only when its snapshot
+        # is older than the build's, which another database's long transaction can prevent.)
+        await old_reader.execute("BEGIN")
+        await old_reader.execute(
+            "INSERT INTO events (workspace_id, seq, type, payload) "
+            "VALUES (gen_random_uuid(), -2, 'test.before', '{}')"
+        )
         migrating = asyncio.create_task(_migrate(database_url, [*schema.load_migrations(), build]))
         # The build is under way (and waiting for the old reader) once it holds its lock.
         while not await writer.fetchval(
@@ -106,7 +112,8 @@ async def test_a_concurrent_index_migration_does_not_block_writes(database_url: 
             ),
             timeout=30,
         )
-        assert not migrating.done(), "the index was built before the writer could write"
+        if migrating.done():
+            raise AssertionError(f"the build ended before the writer could write: {migrating!r}")
         await old_reader.execute("COMMIT")
         report = await asyncio.wait_for(migrating, timeout=60)
     finally:

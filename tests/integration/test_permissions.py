@@ -24,6 +24,13 @@ from cariosan.domain.workspaces import NewWorkspace
 from tests.support.chat import bearer, make_user
 from tests.support.server import RunningServer
 
+
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here works in a workspace of its own: one server serves them all."""
+    return shared_server
+
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Workspace users: the personas acting as a user, and the channel's other people.

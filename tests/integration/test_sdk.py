@@ -36,6 +36,12 @@ from tests.support.server import RunningServer, start_server
 
 
 @pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here works in a workspace of its own: one server serves them all."""
+    return shared_server
+
+
+@pytest.fixture
 async def backend(server: RunningServer, workspace: NewWorkspace) -> ServerClient:
     client = ServerClient(server.url, workspace.api_secret)
     for user_id in ("alice", "bob", "carol"):

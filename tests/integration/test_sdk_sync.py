@@ -18,6 +18,12 @@ from cariosan_client.sync import ChatClient, ServerClient
 from tests.support.server import RunningServer
 
 
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here works in a workspace of its own: one server serves them all."""
+    return shared_server
+
+
 def _loop_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "cariosan-client"]
 

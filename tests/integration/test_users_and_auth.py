@@ -15,6 +15,12 @@ from tests.conftest import JWT_SECRET
 from tests.support.server import RunningServer, start_server
 
 
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here works in a workspace of its own: one server serves them all."""
+    return shared_server
+
+
 def _server(workspace: NewWorkspace) -> dict[str, str]:
     return {"Authorization": f"Bearer {workspace.api_secret}"}
 

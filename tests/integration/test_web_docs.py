@@ -31,10 +31,16 @@ const signedOut = await fetch(`${backendUrl}/chat-token`, { method: "POST" });
 const alice = openChat({ cariosanUrl, backendUrl, appSession: "session-of-alice" });
 const bob = openChat({ cariosanUrl, backendUrl, appSession: "session-of-bob" });
 await Promise.all([alice.live.ready(), bob.live.ready()]);
+// Bob answers once talk() has read Alice's unread count: an answer before that would count.
+let talked;
+const afterTalk = new Promise((resolve) => (talked = resolve));
 bob.live.on("message.new", (event) => {
-  if (event.message.user_id === "alice") void bob.chat.send(event.channel_id, { text: "hi alice" });
+  if (event.message.user_id === "alice") {
+    void afterTalk.then(() => bob.chat.send(event.channel_id, { text: "hi alice" }));
+  }
 });
 const { channel, replied, unread } = await talk(alice.chat, alice.live, "bob");
+talked();
 const reply = await replied;
 for (let i = 0; i < 200 && received.length < 2; i++) await new Promise((r) => setTimeout(r, 100));
 alice.live.close();

@@ -133,6 +133,17 @@ async def _seed_attachment_seal(conn: asyncpg.Connection, ws: uuid.UUID, step: i
     )
 
 
+async def _seed_audit_log(conn: asyncpg.Connection, ws: uuid.UUID, step: int) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (workspace_id, id, actor, action, target, reason, data) "
+        "VALUES ($1, $2, 'backend', 'user.role_changed', 'user:alice', $3, $4)",
+        ws,
+        uuid.uuid5(ws, "audit"),
+        f"step {step}",
+        json.dumps({"from": "user", "to": "moderator"}),
+    )
+
+
 # Rows valid at each schema version, written at that version and at every later one. A new
 # migration adds its entry here, so that its tables carry data through later upgrades too.
 # Each entry: (the seed, a table it writes one row to per step, counted at the end), or None for
@@ -147,6 +158,7 @@ SEEDS: dict[int, tuple[Seed, str] | None] = {
     7: (_seed_revocation, "jwt_keys"),
     # Fills the new columns of the row version 4 writes: still one attachment per step.
     8: (_seed_attachment_seal, "attachments"),
+    9: (_seed_audit_log, "audit_log"),
 }
 
 

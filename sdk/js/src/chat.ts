@@ -2,8 +2,8 @@ import { CariosanError } from "./errors.js";
 import { compact, Connection, type FetchLike, type Query, segment } from "./http.js";
 import { LiveStream, type WebSocketConstructor } from "./live.js";
 import type {
-  Channel, ChannelPage, ChannelType, Download, EventPage, JsonObject, Me, Message, MessagePage, Upload,
-  User, UserPage,
+  Channel, ChannelPage, ChannelType, Download, EventPage, JsonObject, Me, Member, MemberRole, Message,
+  MessagePage, Upload, User, UserPage,
 } from "./types.js";
 
 /** Returns a fresh user JWT (from your backend); called again once when a token is refused. */
@@ -225,6 +225,11 @@ export class ChatClient {
 
   addMembers(channelId: string, userIds: string[]): Promise<Channel> {
     return this.request("POST", `/v1/channels/${segment(channelId)}/members`, { body: { user_ids: userIds } });
+  }
+
+  /** Change a member's role (moderators of the channel; see docs/moderation.md). */
+  setMemberRole(channelId: string, userId: string, role: MemberRole): Promise<Member> {
+    return this.request("PATCH", `/v1/channels/${segment(channelId)}/members/${segment(userId)}`, { body: { role } });
   }
 
   async removeMember(channelId: string, userId: string): Promise<void> {

@@ -2,7 +2,7 @@ import { ChatClient } from "./chat.js";
 import { CariosanError } from "./errors.js";
 import { compact, Connection, type FetchLike, type Query, segment } from "./http.js";
 import type {
-  DeliveryPage, DeliveryStatus, JsonObject, PersistedEvent, Token, User, UserExport, UserPage, Webhook,
+  AuditPage, DeliveryPage, DeliveryStatus, JsonObject, PersistedEvent, Token, User, UserExport, UserPage, Webhook,
 } from "./types.js";
 
 export interface ServerClientOptions {
@@ -90,6 +90,11 @@ export class ServerClient {
 
   listDeliveries(webhookId: string, options: { status?: DeliveryStatus; limit?: number; cursor?: string } = {}): Promise<DeliveryPage> {
     return this.request("GET", `/v1/webhooks/${segment(webhookId)}/deliveries`, { query: options });
+  }
+
+  /** A page of the audit log, newest first; pass `next_cursor` back as `cursor`. */
+  listAudit(options: { actor?: string; action?: string; limit?: number; cursor?: string } = {}): Promise<AuditPage> {
+    return this.request("GET", "/v1/audit", { query: options });
   }
 
   async replayDelivery(webhookId: string, deliveryId: string): Promise<void> {

@@ -65,9 +65,10 @@ export const MESSAGE_FIELDS = fields<Message>()([
   "reactions", "own_reactions", "data", "created_at", "edited_at", "deleted_at",
 ]);
 
+export type MemberRole = "owner" | "moderator" | "member";
 export interface Member {
   user_id: string;
-  role: string;
+  role: MemberRole;
   joined_at: Timestamp;
 }
 export const MEMBER_FIELDS = fields<Member>()(["user_id", "role", "joined_at"]);
@@ -177,6 +178,26 @@ export interface DeliveryPage {
 }
 export const DELIVERY_PAGE_FIELDS = fields<DeliveryPage>()(["deliveries", "next_cursor"]);
 
+/** A moderation or admin action: `actor` is a user id, "backend" or "operator". */
+export interface AuditEntry {
+  id: string;
+  actor: string;
+  action: string;
+  target: string | null;
+  reason: string | null;
+  data: JsonObject;
+  created_at: Timestamp;
+}
+export const AUDIT_ENTRY_FIELDS = fields<AuditEntry>()([
+  "id", "actor", "action", "target", "reason", "data", "created_at",
+]);
+
+export interface AuditPage {
+  entries: AuditEntry[];
+  next_cursor: string | null;
+}
+export const AUDIT_PAGE_FIELDS = fields<AuditPage>()(["entries", "next_cursor"]);
+
 export interface EventPage {
   events: PersistedEvent[];
   latest_seq: number;
@@ -269,6 +290,8 @@ export const SCHEMA_COMPONENTS = {
   DeliveryOut: DELIVERY_FIELDS,
   DeliveryPage: DELIVERY_PAGE_FIELDS,
   EventPage: EVENT_PAGE_FIELDS,
+  AuditEntry: AUDIT_ENTRY_FIELDS,
+  AuditPage: AUDIT_PAGE_FIELDS,
   // Privacy and the user directory (issue 14, points 6 and 7).
   UserPage: USER_PAGE_FIELDS,
 } as const;

@@ -33,6 +33,7 @@ from cariosan_client.events import (
     EventPage,
     MemberAdded,
     MemberRemoved,
+    MemberUpdated,
     MessageDeleted,
     MessageNew,
     MessageUpdated,
@@ -51,6 +52,8 @@ from cariosan_client.events import (
 from cariosan_client.live import LiveEvents
 from cariosan_client.models import (
     Attachment,
+    AuditEntry,
+    AuditPage,
     Channel,
     ChannelPage,
     Delivery,
@@ -72,6 +75,8 @@ from cariosan_client.server import ServerClient
 __all__ = [
     "AnyEvent",
     "Attachment",
+    "AuditEntry",
+    "AuditPage",
     "CariosanError",
     "Channel",
     "ChannelCreated",
@@ -93,6 +98,7 @@ __all__ = [
     "Member",
     "MemberAdded",
     "MemberRemoved",
+    "MemberUpdated",
     "Message",
     "MessageDeleted",
     "MessageNew",

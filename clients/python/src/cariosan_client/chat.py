@@ -26,6 +26,7 @@ from cariosan_client.models import (
     ChannelPage,
     Download,
     Me,
+    Member,
     Message,
     MessageList,
     MessagePage,
@@ -256,6 +257,13 @@ class ChatClient:
         path = f"/v1/channels/{segment(channel_id)}/members"
         response = await self._request("POST", path, json={"user_ids": list(user_ids)})
         return decode(response, Channel)
+
+    async def set_member_role(
+        self, channel_id: str, user_id: str, role: Literal["owner", "moderator", "member"]
+    ) -> Member:
+        """Change a member's role (moderators of the channel; see docs/moderation.md)."""
+        path = f"/v1/channels/{segment(channel_id)}/members/{segment(user_id)}"
+        return decode(await self._request("PATCH", path, json={"role": role}), Member)
 
     async def remove_member(self, channel_id: str, user_id: str) -> None:
         path = f"/v1/channels/{segment(channel_id)}/members/{segment(user_id)}"

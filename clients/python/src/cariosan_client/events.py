@@ -36,6 +36,7 @@ __all__ = [
     "EventPage",
     "MemberAdded",
     "MemberRemoved",
+    "MemberUpdated",
     "MessageDeleted",
     "MessageNew",
     "MessageUpdated",

@@ -171,6 +171,23 @@ class DeliveryPage(msgspec.Struct, kw_only=True, frozen=True):
     next_cursor: str | None = None
 
 
+class AuditEntry(msgspec.Struct, kw_only=True, frozen=True):
+    """A moderation or admin action: `actor` is a user id, "backend" or "operator"."""
+
+    id: str
+    actor: str
+    action: str
+    target: str | None = None
+    reason: str | None = None
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    created_at: datetime
+
+
+class AuditPage(msgspec.Struct, kw_only=True, frozen=True):
+    entries: list[AuditEntry] = msgspec.field(default_factory=list)
+    next_cursor: str | None = None
+
+
 # Envelopes the SDK unwraps before returning.
 
 

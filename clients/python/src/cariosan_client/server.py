@@ -18,6 +18,8 @@ import httpx
 from cariosan_client._http import Connection, Params, decode, segment
 from cariosan_client.chat import ChatClient
 from cariosan_client.models import (
+    AuditEntry,
+    AuditPage,
     Delivery,
     DeliveryPage,
     Token,
@@ -176,6 +178,31 @@ class ServerClient:
             for delivery in page.deliveries:
                 yield delivery
             if not page.next_cursor or not page.deliveries:
+                return
+            cursor = page.next_cursor
+
+    async def list_audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> AuditPage:
+        """A page of the audit log, newest first; pass `next_cursor` back for the next one."""
+        params = {"actor": actor, "action": action, "limit": limit, "cursor": cursor}
+        return decode(await self._request("GET", "/v1/audit", params=params), AuditPage)
+
+    async def iter_audit(
+        self, *, actor: str | None = None, action: str | None = None, page_size: int | None = None
+    ) -> AsyncIterator[AuditEntry]:
+        """Every audit entry (of one `actor` or `action`, if given), newest first."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_audit(actor=actor, action=action, limit=page_size, cursor=cursor)
+            for entry in page.entries:
+                yield entry
+            if not page.next_cursor or not page.entries:
                 return
             cursor = page.next_cursor
 

@@ -243,6 +243,7 @@ class ChatClient(_Facade):
     delete_channel = _blocking(aio_chat.ChatClient.delete_channel)
     add_members = _blocking(aio_chat.ChatClient.add_members)
     remove_member = _blocking(aio_chat.ChatClient.remove_member)
+    set_member_role = _blocking(aio_chat.ChatClient.set_member_role)
     list_messages = _blocking(aio_chat.ChatClient.list_messages)
     iter_messages = _blocking_iter(aio_chat.ChatClient.iter_messages)
     send = _blocking(aio_chat.ChatClient.send)
@@ -321,6 +322,8 @@ class ServerClient(_Facade):
     list_deliveries = _blocking(aio_server.ServerClient.list_deliveries)
     iter_deliveries = _blocking_iter(aio_server.ServerClient.iter_deliveries)
     replay_delivery = _blocking(aio_server.ServerClient.replay_delivery)
+    list_audit = _blocking(aio_server.ServerClient.list_audit)
+    iter_audit = _blocking_iter(aio_server.ServerClient.iter_audit)
     # Privacy and the user directory (issue 14, points 6 and 7).
     list_users = _blocking(aio_server.ServerClient.list_users)
     search_users = _blocking(aio_server.ServerClient.search_users)
