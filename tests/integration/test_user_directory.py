@@ -9,7 +9,7 @@ import asyncio
 import asyncpg
 import httpx
 
-from cariosan.db.users import DIRECTORY_SQL
+from cariosan.db.users import directory_sql
 from cariosan.domain.users import like_prefix, prefix_upper_bound
 from cariosan.domain.workspaces import NewWorkspace
 from cariosan_client import ChatClient, ServerClient
@@ -144,19 +144,30 @@ async def test_the_prefix_search_uses_the_indexes_even_with_a_generic_plan(
         # A prepared statement's generic plan cannot see the pattern: the range conditions
         # must still make it an index range.
         await conn.execute("SET plan_cache_mode = force_generic_plan")
-        args = [workspace.id, "name 12", like_prefix("name 12"), prefix_upper_bound("name 12")]
-        statement = await conn.prepare(f"EXPLAIN {DIRECTORY_SQL}")
-        lines = [r[0] for r in await statement.fetch(*args, None, 200, None)]
-        text = "\n".join(lines)
+        prefix = "name 12"
+        args = [workspace.id, "", 200, prefix, like_prefix(prefix), prefix_upper_bound(prefix)]
+        search = directory_sql(search=True, sharing=False)
+        plan = [r[0] for r in await (await conn.prepare(f"EXPLAIN {search}")).fetch(*args)]
+        text = "\n".join(plan)
         assert "users_id_prefix_idx" in text, text
         assert "users_name_prefix_idx" in text, text
         assert "Seq Scan" not in text, text
         # And the rows it finds are the right ones.
-        found = await conn.fetch(DIRECTORY_SQL, *args, None, 200, None)
+        found = await conn.fetch(search, *args)
         # 12, 120-129, 1200-1299, 12000-12999: the first 200 by id.
         assert len(found) == 200
         assert all(r["name"].startswith("Name 12") for r in found)
         assert [r["id"] for r in found] == sorted(r["id"] for r in found)
+        # A later page starts at its cursor in the primary key, not at the workspace's start.
+        listing = directory_sql(search=False, sharing=False)
+        later = "\n".join(
+            r[0]
+            for r in await (await conn.prepare(f"EXPLAIN {listing}")).fetch(
+                workspace.id, "user5", 50
+            )
+        )
+        assert "users_pkey" in later and "Seq Scan" not in later, later
+        assert "id > $2" in later or "id > '" in later, later
     finally:
         await conn.close()
 
