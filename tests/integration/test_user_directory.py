@@ -168,6 +168,27 @@ async def test_the_prefix_search_uses_the_indexes_even_with_a_generic_plan(
         )
         assert "users_pkey" in later and "Seq Scan" not in later, later
         assert "id > $2" in later or "id > '" in later, later
+        # A user's view starts from its own channels, not from the workspace's users.
+        await conn.execute(
+            "INSERT INTO channels (workspace_id, id, type) VALUES ($1, 'c1', 'group')",
+            workspace.id,
+        )
+        await conn.execute(
+            "INSERT INTO channel_members (workspace_id, channel_id, user_id) "
+            "SELECT $1, 'c1', 'user' || n FROM generate_series(1, 3) n",
+            workspace.id,
+        )
+        await conn.execute("ANALYZE channel_members")
+        await conn.execute("ANALYZE channels")
+        mine = directory_sql(search=False, sharing=True)
+        view = await (await conn.prepare(f"EXPLAIN {mine}")).fetch(workspace.id, "", 50, "user1")
+        view_plan = "\n".join(r[0] for r in view)
+        assert "Seq Scan on users" not in view_plan, view_plan
+        assert [r["id"] for r in await conn.fetch(mine, workspace.id, "", 50, "user1")] == [
+            "user1",
+            "user2",
+            "user3",
+        ]
     finally:
         await conn.close()
 

@@ -244,15 +244,18 @@ _MATCH = """
         AND lower(x.name) ~>=~ $4 AND lower(x.name) ~<~ $6 AND lower(x.name) LIKE $5 ESCAPE '\\'
   )"""
 
+# Driven by the user's own memberships (a semi-join, no OR), so a user in a few channels of a
+# big workspace costs its channels' members, never a walk of the workspace's users.
 _SHARING = """
-  AND (u.id = ${n} OR EXISTS (
-      SELECT 1 FROM channel_members mine
+  AND u.id IN (
+      SELECT ${n}::text
+      UNION
+      SELECT theirs.user_id FROM channel_members mine
+      JOIN channels c ON c.workspace_id = mine.workspace_id AND c.id = mine.channel_id
       JOIN channel_members theirs
         ON theirs.workspace_id = mine.workspace_id AND theirs.channel_id = mine.channel_id
-      JOIN channels c ON c.workspace_id = mine.workspace_id AND c.id = mine.channel_id
-      WHERE mine.workspace_id = $1 AND mine.user_id = ${n} AND theirs.user_id = u.id
-        AND c.deleted_at IS NULL
-  ))"""
+      WHERE mine.workspace_id = $1 AND mine.user_id = ${n} AND c.deleted_at IS NULL
+  )"""
 
 
 def directory_sql(*, search: bool, sharing: bool) -> str:
