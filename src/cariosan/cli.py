@@ -310,6 +310,88 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev_workspace(args: argparse.Namespace) -> Any:
+    """The default workspace of the dev folder the command operates on, if any."""
+    import uuid
+
+    folder = getattr(args, "dev_folder", None)
+    if folder is None:
+        return None
+    try:
+        saved = json.loads((folder.path / "credentials.json").read_text(encoding="utf-8"))
+        return uuid.UUID(saved["workspace_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def cmd_user_export(args: argparse.Namespace) -> int:
+    """Write everything stored about a user to a folder: export.json and files/<id>/<name>."""
+    from datetime import UTC, datetime
+
+    from cariosan.blobs import open_blobs
+    from cariosan.domain.audit import OPERATOR
+    from cariosan.domain.privacy import Export, export_user
+    from cariosan.ops.mirror import MirrorError, open_source
+
+    settings = _settings(args)
+    workspace = args.workspace or _dev_workspace(args)
+    if workspace is None:
+        raise _Failure("--workspace ID is required (only a cariosan dev folder has a default)")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out or f"cariosan-export-{args.user}-{stamp}")
+    if out.exists() and any(out.iterdir()):
+        raise _Failure(f"{out} is not empty: choose another --out folder")
+
+    async def run() -> Export:
+        prepared = await _open_database(settings)
+        blobs = open_blobs(settings)
+        try:
+            return await export_user(
+                prepared.database, blobs, settings, workspace, args.user, actor=OPERATOR
+            )
+        finally:
+            await blobs.close()
+            await prepared.database.close()
+
+    done = asyncio.run(run())
+    files = out / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    by_id = {entry["id"]: entry for entry in done.document["attachments"]}
+    copied = failed = 0
+    try:
+        source = open_source(settings) if done.files else None
+    except MirrorError as exc:
+        raise _Failure(str(exc)) from None
+    for item in done.files:
+        target = files / item.attachment_id / item.filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            assert source is not None
+            with source.open(item.object_key) as reader, target.open("wb") as writer:
+                while chunk := reader.read(1 << 20):
+                    writer.write(chunk)
+        except Exception as exc:  # a file missing from the store: say so, keep the rest
+            failed += 1
+            target.unlink(missing_ok=True)
+            by_id[item.attachment_id]["file"] = None
+            print(f"not copied: {item.object_key}: {exc.__class__.__name__}", file=sys.stderr)
+            continue
+        copied += 1
+        by_id[item.attachment_id]["file"] = str(target.relative_to(out))
+    (out / "export.json").write_text(json.dumps(done.document, indent=2, ensure_ascii=False))
+    summary = {
+        "path": str(out),
+        "messages": len(done.document["messages"]),
+        "files": copied,
+        "failed": failed,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{out}/export.json: {summary['messages']} messages, {copied} files in {files}")
+    return 1 if failed else 0
+
+
 def cmd_attachments_mirror(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import (
@@ -770,6 +852,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.set_defaults(func=cmd_token)
     _operates(token, "token")
+
+    # Privacy (issue 14, point 7).
+    user = commands.add_parser("user", help="operate on one user (privacy)")
+    user_commands = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    export = user_commands.add_parser(
+        "export",
+        help="write everything stored about a user (export.json) and its files to a folder",
+    )
+    export.add_argument("user", metavar="ID", help="the user id")
+    export.add_argument(
+        "--workspace",
+        type=_workspace_id,
+        metavar="ID",
+        help="the user's workspace (default: a dev deployment's default workspace)",
+    )
+    export.add_argument(
+        "--out",
+        metavar="DIR",
+        help="the folder to write: DIR/export.json and DIR/files/<attachment id>/<filename> "
+        "(default: ./cariosan-export-<ID>-<UTC time>; must be empty or new)",
+    )
+    export.add_argument("--json", action="store_true", help="print a summary as JSON")
+    export.set_defaults(func=cmd_user_export)
+    _operates(export, "user", "export")
 
     _add_backup_commands(commands)
 

@@ -268,6 +268,11 @@ async def _pin(case: Case) -> httpx.Response:
     return await case.http.put(f"/v1/messages/{case.message}/pin")
 
 
+# Privacy (issue 14, point 7).
+async def _export(case: Case) -> httpx.Response:
+    return await case.http.get(f"/v1/users/{case.mem}/export")
+
+
 PERFORMERS: dict[Action, Performer] = {
     Action.CHANNEL_UPDATE: _update,
     Action.CHANNEL_DELETE: _delete_channel,
@@ -291,6 +296,8 @@ PERFORMERS: dict[Action, Performer] = {
     Action.CHANNEL_MUTE: _mute_channel,
     # Pins and slow mode (issue 14 point 5).
     Action.MESSAGE_PIN: _pin,
+    # Privacy (issue 14, point 7).
+    Action.USER_EXPORT: _export,
 }
 
 

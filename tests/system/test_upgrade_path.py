@@ -230,6 +230,8 @@ SEEDS: dict[int, tuple[Seed, str] | None] = {
     11: (_seed_flags, "flags"),
     12: (_seed_mutes_blocks, "user_blocks"),
     13: (_seed_pins_slow_mode, "messages"),
+    # Indexes only (the user directory and the user's rows for exports and hard deletes).
+    14: None,
 }
 
 

@@ -3,7 +3,7 @@ import { compact, Connection, type FetchLike, type Query, segment } from "./http
 import { LiveStream, type WebSocketConstructor } from "./live.js";
 import type {
   Ban, BanPage, BlockPage, Channel, ChannelPage, ChannelType, Download, EventPage, Flag, FlagAction, FlagPage,
-  FlagStatus, JsonObject, Me, Member, MemberRole, Message, MessagePage, Upload,
+  FlagStatus, JsonObject, Me, Member, MemberRole, Message, MessagePage, Upload, User, UserPage,
 } from "./types.js";
 
 function expiry(expiresAt: Date | string | undefined): { expires_at?: string } {
@@ -187,6 +187,31 @@ export class ChatClient {
   /** The caller's channels, newest activity first (`public: true` adds public channels). */
   listChannels(options: { limit?: number; cursor?: string; public?: boolean } = {}): Promise<ChannelPage> {
     return this.request("GET", "/v1/channels", { query: options });
+  }
+
+  // -- the user directory (issue 14, point 6) ---------------------------------------------------
+
+  /** A page of the user directory, by id: the caller and the users it shares a channel with. `q` keeps users whose id or name starts with
+   * it (ignoring case). */
+  listUsers(options: { q?: string; limit?: number; cursor?: string } = {}): Promise<UserPage> {
+    return this.request("GET", "/v1/users", { query: options });
+  }
+
+  /** The first page of users whose id or name starts with `q` (ignoring case). */
+  searchUsers(q: string, options: { limit?: number } = {}): Promise<UserPage> {
+    return this.listUsers({ q, limit: options.limit });
+  }
+
+  /** Every user of the directory (matching `q`), by id, a page at a time:
+   * `for await (const user of client.iterUsers({ q: "al" })) ...` */
+  async *iterUsers(options: { q?: string; pageSize?: number } = {}): AsyncGenerator<User> {
+    let cursor: string | undefined;
+    for (;;) {
+      const page = await this.listUsers({ q: options.q, limit: options.pageSize, cursor });
+      yield* page.users;
+      if (!page.next_cursor || page.users.length === 0) return;
+      cursor = page.next_cursor;
+    }
   }
 
   /** One channel, with its `members`. */

@@ -3,7 +3,7 @@ import { CariosanError } from "./errors.js";
 import { compact, Connection, type FetchLike, type Query, segment } from "./http.js";
 import type {
   AuditPage, Ban, BanPage, DeliveryPage, DeliveryStatus, Flag, FlagAction, FlagPage, FlagStatus, JsonObject,
-  PersistedEvent, Token, User, Webhook,
+  PersistedEvent, Token, User, UserExport, UserPage, Webhook,
 } from "./types.js";
 
 export interface ServerClientOptions {
@@ -143,9 +143,42 @@ export class ServerClient {
     }
   }
 
+  // -- the user directory (issue 14, point 6) ---------------------------------------------------
+
+  /** A page of the user directory, by id: every active user of the workspace. `q` keeps users whose id or name starts with
+   * it (ignoring case). */
+  listUsers(options: { q?: string; limit?: number; cursor?: string } = {}): Promise<UserPage> {
+    return this.request("GET", "/v1/users", { query: options });
+  }
+
+  /** The first page of users whose id or name starts with `q` (ignoring case). */
+  searchUsers(q: string, options: { limit?: number } = {}): Promise<UserPage> {
+    return this.listUsers({ q, limit: options.limit });
+  }
+
+  /** Every user of the directory (matching `q`), by id, a page at a time:
+   * `for await (const user of client.iterUsers({ q: "al" })) ...` */
+  async *iterUsers(options: { q?: string; pageSize?: number } = {}): AsyncGenerator<User> {
+    let cursor: string | undefined;
+    for (;;) {
+      const page = await this.listUsers({ q: options.q, limit: options.pageSize, cursor });
+      yield* page.users;
+      if (!page.next_cursor || page.users.length === 0) return;
+      cursor = page.next_cursor;
+    }
+  }
+
   /** Close an open flag: dismiss it, delete the flagged message, or ban the user. */
   resolveFlag(flagId: string, action: FlagAction, options: { reason?: string } = {}): Promise<Flag> {
     return this.request("POST", `/v1/moderation/flags/${segment(flagId)}/resolve`, { body: compact({ action, reason: options.reason }) });
+  }
+
+  // -- privacy (issue 14, point 7) --------------------------------------------------------------
+
+  /** Everything stored about the user as one JSON document, attachments with download URLs
+   * valid 15 minutes. Recorded in the audit log (`user.exported`). */
+  exportUser(userId: string): Promise<UserExport> {
+    return this.request("GET", `/v1/users/${segment(userId)}/export`);
   }
 }
 

@@ -295,6 +295,73 @@ export interface FlagPage {
   next_cursor: string | null;
 }
 export const FLAG_PAGE_FIELDS = fields<FlagPage>()(["flags", "next_cursor"]);
+// Privacy and the user directory (issue 14, points 6 and 7).
+
+/** A page of the user directory (`listUsers`); pass `next_cursor` back for the next one. */
+export interface UserPage {
+  users: User[];
+  next_cursor: string | null;
+}
+export const USER_PAGE_FIELDS = fields<UserPage>()(["users", "next_cursor"]);
+
+/** One channel of an exported user: its role, when it joined, how far it read. */
+export interface ExportMembership {
+  channel_id: string;
+  channel_type: ChannelType;
+  channel_name: string | null;
+  channel_deleted_at: Timestamp | null;
+  role: string;
+  joined_at: Timestamp;
+  last_read_message_id: string | null;
+  last_read_at: Timestamp | null;
+}
+
+/** A message of an exported user (replies and deleted ones too). */
+export interface ExportMessage {
+  id: string;
+  channel_id: string;
+  parent_id: string | null;
+  text: string;
+  mentions: string[];
+  attachment_ids: string[];
+  data: JsonObject;
+  created_at: Timestamp;
+  edited_at: Timestamp | null;
+  deleted_at: Timestamp | null;
+}
+
+/** An attachment of an exported user, with a download URL valid 15 minutes. */
+export interface ExportAttachment {
+  id: string;
+  channel_id: string;
+  message_id: string | null;
+  filename: string;
+  content_type: string;
+  size: number;
+  status: string;
+  created_at: Timestamp;
+  download_url: string | null;
+  download_expires_at: Timestamp | null;
+}
+
+/** Everything stored about a user (`ServerClient.exportUser`). Later releases add sections
+ * (bans, mutes, blocks, flags) under their own names. */
+export interface UserExport {
+  format: string;
+  exported_at: Timestamp;
+  workspace_id: string;
+  user: User;
+  memberships: ExportMembership[];
+  messages: ExportMessage[];
+  reactions: { message_id: string; channel_id: string; type: string; created_at: Timestamp }[];
+  read_state: { channel_id: string; last_read_message_id: string | null; last_read_at: Timestamp | null }[];
+  attachments: ExportAttachment[];
+  audit: {
+    id: string; actor: string; action: string; target: string | null; reason: string | null;
+    data: JsonObject; created_at: Timestamp;
+  }[];
+  [section: string]: unknown;
+}
 
 /** The OpenAPI component each model mirrors, for test/schema.test.ts. */
 export const SCHEMA_COMPONENTS = {
@@ -323,6 +390,8 @@ export const SCHEMA_COMPONENTS = {
   // Mutes and blocks (issue 14.3).
   Block: BLOCK_FIELDS,
   BlockPage: BLOCK_PAGE_FIELDS,
+  // Privacy and the user directory (issue 14, points 6 and 7).
+  UserPage: USER_PAGE_FIELDS,
 } as const;
 /** Fields the SDK knows that a server may not publish yet (API.md "Additions in progress"). */
 export const PENDING_FIELDS: Readonly<Record<string, readonly string[]>> = {

@@ -223,3 +223,79 @@ async def database_now(conn: asyncpg.Connection) -> datetime:
     value = await conn.fetchval("SELECT clock_timestamp()")
     assert isinstance(value, datetime)
     return value
+
+
+# ---- the user directory (GET /v1/users) ------------------------------------------------------
+
+# $1 workspace, $2 the id to continue after ('' for the first page: ids are never empty),
+# $3 the page size, then for a search $4 the lowered prefix, $5 its LIKE pattern (wildcards
+# escaped), $6 the exclusive upper bound of the prefix range, and for a user's view $7 (or $4)
+# that user. Each variant is its own statement without `$n IS NULL OR`, so that a generic plan
+# still uses the indexes: the ~>=~ / ~<~ range makes users_*_prefix_idx a range (a LIKE with a
+# parameter cannot), the LIKE is the exact test, and `id > $2` bounds the primary key.
+_MATCH = """
+  AND u.id IN (
+      SELECT x.id FROM users x
+      WHERE x.workspace_id = $1 AND x.deleted_at IS NULL
+        AND lower(x.id) ~>=~ $4 AND lower(x.id) ~<~ $6 AND lower(x.id) LIKE $5 ESCAPE '\\'
+      UNION
+      SELECT x.id FROM users x
+      WHERE x.workspace_id = $1 AND x.deleted_at IS NULL
+        AND lower(x.name) ~>=~ $4 AND lower(x.name) ~<~ $6 AND lower(x.name) LIKE $5 ESCAPE '\\'
+  )"""
+
+# Driven by the user's own memberships (a semi-join, no OR), so a user in a few channels of a
+# big workspace costs its channels' members, never a walk of the workspace's users.
+_SHARING = """
+  AND u.id IN (
+      SELECT ${n}::text
+      UNION
+      SELECT theirs.user_id FROM channel_members mine
+      JOIN channels c ON c.workspace_id = mine.workspace_id AND c.id = mine.channel_id
+      JOIN channel_members theirs
+        ON theirs.workspace_id = mine.workspace_id AND theirs.channel_id = mine.channel_id
+      WHERE mine.workspace_id = $1 AND mine.user_id = ${n} AND c.deleted_at IS NULL
+  )"""
+
+
+def directory_sql(*, search: bool, sharing: bool) -> str:
+    """The directory statement for a search or not, everyone or one user's view."""
+    match = _MATCH if search else ""
+    scope = _SHARING.replace("{n}", "7" if search else "4") if sharing else ""
+    return f"""
+SELECT {_COLUMNS} FROM users u
+WHERE u.workspace_id = $1 AND u.deleted_at IS NULL AND u.id > $2{match}{scope}
+ORDER BY u.id
+LIMIT $3
+"""  # noqa: S608 (constant SQL fragments, values are parameters)
+
+
+async def lowered(conn: asyncpg.Connection, text: str) -> str:
+    """`text` lowered by PostgreSQL, so that a prefix compares with `lower(id)` exactly as the
+    database lowers (its locale, not Python's)."""
+    value = await conn.fetchval("SELECT lower($1::text)", text)
+    assert isinstance(value, str)
+    return value
+
+
+async def directory(
+    conn: asyncpg.Connection,
+    workspace_id: uuid.UUID,
+    *,
+    prefix: str | None,
+    pattern: str | None,
+    upper: str | None,
+    after: str | None,
+    limit: int,
+    sharing_with: str | None,
+) -> list[UserRow]:
+    """Active users by id, those whose id or name starts with `prefix` (lowered), after
+    `after`; with `sharing_with`, only that user and those sharing a live channel with it."""
+    args: list[Any] = [workspace_id, after or "", limit]
+    if prefix is not None:
+        args += [prefix, pattern, upper]
+    if sharing_with is not None:
+        args.append(sharing_with)
+    query = directory_sql(search=prefix is not None, sharing=sharing_with is not None)
+    rows = await conn.fetch(query, *args)
+    return [_row(r) for r in rows]

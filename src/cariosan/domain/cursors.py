@@ -29,3 +29,20 @@ def decode(cursor: str) -> tuple[datetime, str]:
     if when.tzinfo is None or not isinstance(ident, str):
         raise ValidationFailed("cursor is not one this server handed out")
     return when, ident
+
+
+def encode_key(key: str) -> str:
+    """The cursor of a list ordered by a text key alone (the user directory, by id)."""
+    raw = json.dumps(["k", key], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_key(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii") + b"=" * (-len(cursor) % 4))
+        tag, key = json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise ValidationFailed("cursor is not one this server handed out") from exc
+    if tag != "k" or not isinstance(key, str):
+        raise ValidationFailed("cursor is not one this server handed out")
+    return key

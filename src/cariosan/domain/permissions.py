@@ -67,6 +67,8 @@ class Action(StrEnum):
     CHANNEL_MUTE = "mute or unmute a channel (for oneself)"
     # Pins and slow mode (issue 14 point 5).
     MESSAGE_PIN = "pin or unpin a message"
+    # Privacy (issue 14, point 7).
+    USER_EXPORT = "export everything stored about a user"
 
 
 # Whoever may moderate a channel: "mod" in API.md.
@@ -126,6 +128,8 @@ TABLE: dict[Action, dict[str, frozenset[Who]]] = {
     Action.CHANNEL_MUTE: _every_type({Who.MEMBER}),
     # Pins and slow mode (issue 14 point 5).
     Action.MESSAGE_PIN: _every_type(_CHANNEL_MODS),
+    # Privacy (issue 14, point 7): the API secret only, also against an admin's token.
+    Action.USER_EXPORT: _workspace({Who.BACKEND}),
 }
 
 

@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from cariosan.db.users import UserRow
-from cariosan.domain import users
+from cariosan.domain import privacy, users
 from cariosan.domain.auth import Caller
 from cariosan.domain.views import UserView
 from cariosan.services import Services
@@ -91,7 +91,15 @@ async def delete_user(
     mode: FromQuery[Literal["anonymize", "hard"]] = "anonymize",
 ) -> None:
     """Anonymize (default: messages stay, the person's details go) or hard-delete a user."""
-    await users.delete_user(services.db, services.hub, server.workspace_id, user_id, mode)
+    await users.delete_user(
+        services.db,
+        services.hub,
+        server.workspace_id,
+        user_id,
+        mode,
+        services.blobs,
+        services.settings.attachment_url_seconds,
+    )
 
 
 @post("/v1/users/{user_id:str}/revoke-tokens", status_code=204, tags=["users"])
@@ -118,4 +126,48 @@ async def create_token(
     return TokenOut(token=token, expires_at=datetime.fromtimestamp(expires, UTC))
 
 
-ROUTES = [upsert_user, get_user, delete_user, revoke_tokens, create_token]
+# Privacy and the user directory (issue 14, points 6 and 7).
+
+
+class UserPage(msgspec.Struct):
+    users: list[UserView]
+    next_cursor: str | None
+
+
+@get("/v1/users", tags=["users"])
+async def list_users(
+    caller: NamedDependency[Caller],
+    services: NamedDependency[Services],
+    q: FromQuery[str | None] = None,
+    limit: FromQuery[int] = 50,
+    cursor: FromQuery[str | None] = None,
+) -> UserPage:
+    """The user directory, by id. The backend sees every active user; a user (or the backend
+    with `user_id`) itself and the users it shares a channel with. `q`: the id or the name
+    starts with it, ignoring case."""
+    found, next_cursor = await users.list_users(
+        services.db, caller, q=q, limit=limit, cursor=cursor
+    )
+    return UserPage(users=[user_out(row) for row in found], next_cursor=next_cursor)
+
+
+@get("/v1/users/{user_id:str}/export", tags=["users"])
+async def export_user(
+    user_id: FromPath[str], caller: NamedDependency[Caller], services: NamedDependency[Services]
+) -> dict[str, Any]:
+    """Everything stored about the user as one JSON document: profile, memberships, messages
+    (replies and deleted ones too), reactions, read state, audit entries, and its attachments
+    with download URLs valid 15 minutes. Recorded in the audit log (`user.exported`)."""
+    return await privacy.export_for(services.db, services.blobs, services.settings, caller, user_id)
+
+
+ROUTES = [
+    upsert_user,
+    get_user,
+    delete_user,
+    revoke_tokens,
+    create_token,
+    # Privacy and the user directory (issue 14, points 6 and 7).
+    list_users,
+    export_user,
+]

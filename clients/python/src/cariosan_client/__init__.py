@@ -79,6 +79,7 @@ from cariosan_client.models import (  # Bans (issue 14, point 2)
     Token,
     Upload,
     User,
+    UserPage,
     Webhook,
 )
 from cariosan_client.retry import RetryPolicy
@@ -151,6 +152,7 @@ __all__ = [
     "Upload",
     "User",
     "UserBanned",
+    "UserPage",
     "UserUnbanned",
     "ValidationFailed",
     "Webhook",

@@ -39,6 +39,8 @@ from cariosan_client.models import (
     MessagePage,
     UnreadCount,
     Upload,
+    User,
+    UserPage,
 )
 from cariosan_client.retry import RetryPolicy
 
@@ -610,8 +612,6 @@ class ChatClient:
         path = f"/v1/users/{segment(user_id)}/flag"
         return decode(await self._request("POST", path, json=_body(reason=reason)), Flag)
 
-    # -- flags and the review queue (issue 14 point 4) -------------------------------------------
-
     async def list_flags(
         self,
         status: Literal["open", "resolved"] | None = None,
@@ -646,3 +646,30 @@ class ChatClient:
         path = f"/v1/moderation/flags/{segment(flag_id)}/resolve"
         body = {"action": action, **({"reason": reason} if reason is not None else {})}
         return decode(await self._request("POST", path, json=body), Flag)
+
+    # -- the user directory (issue 14, point 6) ----------------------------------------------------
+
+    async def list_users(
+        self, q: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> UserPage:
+        """A page of the user directory, by id: the caller and the users it shares a channel
+        with. `q` keeps users whose id or name starts with it (ignoring case)."""
+        params = {"q": q, "limit": limit, "cursor": cursor}
+        return decode(await self._request("GET", "/v1/users", params=params), UserPage)
+
+    async def search_users(self, q: str, limit: int | None = None) -> UserPage:
+        """The first page of users whose id or name starts with `q` (ignoring case)."""
+        return await self.list_users(q=q, limit=limit)
+
+    async def iter_users(
+        self, q: str | None = None, *, page_size: int | None = None
+    ) -> AsyncIterator[User]:
+        """Every user of the directory (matching `q`), by id, a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_users(q=q, limit=page_size, cursor=cursor)
+            for user in page.users:
+                yield user
+            if not page.next_cursor or not page.users:
+                return
+            cursor = page.next_cursor

@@ -175,6 +175,13 @@ class Delivery(msgspec.Struct, kw_only=True, frozen=True):
     created_at: datetime | None = None
 
 
+class UserPage(msgspec.Struct, kw_only=True, frozen=True):
+    """A page of the user directory (`list_users`); pass `next_cursor` back for the next."""
+
+    users: list[User] = msgspec.field(default_factory=list)
+    next_cursor: str | None = None
+
+
 class DeliveryPage(msgspec.Struct, kw_only=True, frozen=True):
     deliveries: list[Delivery] = msgspec.field(default_factory=list)
     next_cursor: str | None = None

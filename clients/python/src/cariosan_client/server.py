@@ -30,6 +30,7 @@ from cariosan_client.models import (
     FlagPage,
     Token,
     User,
+    UserPage,
     Webhook,
     WebhookList,
 )
@@ -293,3 +294,39 @@ class ServerClient:
         path = f"/v1/moderation/flags/{segment(flag_id)}/resolve"
         body = {"action": action, **({"reason": reason} if reason is not None else {})}
         return decode(await self._request("POST", path, json=body), Flag)
+
+    # -- the user directory (issue 14, point 6) ----------------------------------------------------
+
+    async def list_users(
+        self, q: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> UserPage:
+        """A page of the user directory, by id: every active user of the workspace. `q` keeps
+        users whose id or name starts with it (ignoring case)."""
+        params = {"q": q, "limit": limit, "cursor": cursor}
+        return decode(await self._request("GET", "/v1/users", params=params), UserPage)
+
+    async def search_users(self, q: str, limit: int | None = None) -> UserPage:
+        """The first page of users whose id or name starts with `q` (ignoring case)."""
+        return await self.list_users(q=q, limit=limit)
+
+    async def iter_users(
+        self, q: str | None = None, *, page_size: int | None = None
+    ) -> AsyncIterator[User]:
+        """Every user of the directory (matching `q`), by id, a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_users(q=q, limit=page_size, cursor=cursor)
+            for user in page.users:
+                yield user
+            if not page.next_cursor or not page.users:
+                return
+            cursor = page.next_cursor
+
+    # -- privacy (issue 14, point 7) ---------------------------------------------------------------
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        """Everything stored about the user as one JSON document (`user`, `memberships`,
+        `messages`, `reactions`, `read_state`, `attachments` with `download_url`s valid 15
+        minutes, `audit`, and sections later releases add). Recorded in the audit log."""
+        path = f"/v1/users/{segment(user_id)}/export"
+        return decode(await self._request("GET", path), dict[str, Any])

@@ -284,6 +284,10 @@ class ChatClient(_Facade):
     block_user = _blocking(aio_chat.ChatClient.block_user)
     unblock_user = _blocking(aio_chat.ChatClient.unblock_user)
     list_blocks = _blocking(aio_chat.ChatClient.list_blocks)
+    # The user directory (issue 14, point 6).
+    list_users = _blocking(aio_chat.ChatClient.list_users)
+    search_users = _blocking(aio_chat.ChatClient.search_users)
+    iter_users = _blocking_iter(aio_chat.ChatClient.iter_users)
 
 
 class ServerClient(_Facade):
@@ -352,3 +356,8 @@ class ServerClient(_Facade):
     list_flags = _blocking(aio_server.ServerClient.list_flags)
     iter_flags = _blocking_iter(aio_server.ServerClient.iter_flags)
     resolve_flag = _blocking(aio_server.ServerClient.resolve_flag)
+    # Privacy and the user directory (issue 14, points 6 and 7).
+    list_users = _blocking(aio_server.ServerClient.list_users)
+    search_users = _blocking(aio_server.ServerClient.search_users)
+    iter_users = _blocking_iter(aio_server.ServerClient.iter_users)
+    export_user = _blocking(aio_server.ServerClient.export_user)
