@@ -107,7 +107,7 @@ class ServerClient:
         *,
         name: str | None = None,
         image_url: str | None = None,
-        role: Literal["user", "admin"] | None = None,
+        role: Literal["user", "moderator", "admin"] | None = None,
         data: dict[str, Any] | None = None,
     ) -> User:
         """Create the user or update it; fields left None are not sent (and stay unchanged)."""
