@@ -405,3 +405,94 @@ async def rewrite_audit(
         entry.reason,
         msgspec.json.encode(entry.data).decode(),
     )
+
+
+# ---- moderation (bans, flags, mutes, blocks, pins) -----------------------------------------
+
+
+async def moderation(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str
+) -> dict[str, list[dict[str, Any]]]:
+    """What moderation stores about the user: its bans (expired ones too), the flags it made
+    and those about it, its mutes and blocks, and the messages it pinned."""
+    bans = await conn.fetch(
+        "SELECT channel_id, reason, expires_at, shadow, created_by, created_at FROM bans "
+        "WHERE workspace_id = $1 AND user_id = $2 ORDER BY created_at, id",
+        workspace_id,
+        user_id,
+    )
+    flags = await conn.fetch(
+        "SELECT id, message_id, channel_id, user_id, reporter_id, reason, status, resolution, "
+        "created_at, resolved_at FROM flags "
+        "WHERE workspace_id = $1 AND (reporter_id = $2 OR user_id = $2) ORDER BY created_at, id",
+        workspace_id,
+        user_id,
+    )
+    channel_mutes = await conn.fetch(
+        "SELECT channel_id, expires_at, created_at FROM channel_mutes "
+        "WHERE workspace_id = $1 AND user_id = $2 ORDER BY created_at, channel_id",
+        workspace_id,
+        user_id,
+    )
+    user_mutes = await conn.fetch(
+        "SELECT muted_id, expires_at, created_at FROM user_mutes "
+        "WHERE workspace_id = $1 AND user_id = $2 ORDER BY created_at, muted_id",
+        workspace_id,
+        user_id,
+    )
+    blocks = await conn.fetch(
+        "SELECT blocked_id, created_at FROM user_blocks "
+        "WHERE workspace_id = $1 AND user_id = $2 ORDER BY created_at, blocked_id",
+        workspace_id,
+        user_id,
+    )
+    pins = await conn.fetch(
+        "SELECT id, channel_id, pinned_at FROM messages "
+        "WHERE workspace_id = $1 AND pinned_by = $2 ORDER BY pinned_at, id",
+        workspace_id,
+        user_id,
+    )
+
+    def plain(record: asyncpg.Record) -> dict[str, Any]:
+        return {
+            key: _iso(value)
+            if isinstance(value, datetime)
+            else _text(value)
+            if isinstance(value, uuid.UUID)
+            else value
+            for key, value in record.items()
+        }
+
+    return {
+        "bans": [plain(r) for r in bans],
+        "flags": [plain(r) for r in flags],
+        "channel_mutes": [plain(r) for r in channel_mutes],
+        "user_mutes": [plain(r) for r in user_mutes],
+        "blocks": [plain(r) for r in blocks],
+        "pins": [plain(r) for r in pins],
+    }
+
+
+async def forget_moderation_links(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str, replacement: str
+) -> None:
+    """The user's id where it names who acted (pinned a message, banned someone, resolved a
+    flag): those rows are about others and stay, naming `replacement` instead. Its own bans,
+    mutes and blocks go with its row (foreign keys); its reports with domain/users.py."""
+    await conn.execute(
+        "UPDATE messages SET pinned_by = NULL WHERE workspace_id = $1 AND pinned_by = $2",
+        workspace_id,
+        user_id,
+    )
+    await conn.execute(
+        "UPDATE bans SET created_by = $3 WHERE workspace_id = $1 AND created_by = $2",
+        workspace_id,
+        user_id,
+        replacement,
+    )
+    await conn.execute(
+        "UPDATE flags SET resolved_by = $3 WHERE workspace_id = $1 AND resolved_by = $2",
+        workspace_id,
+        user_id,
+        replacement,
+    )

@@ -67,6 +67,18 @@ EXPORT_SECTIONS: list[tuple[str, Section]] = [
 ERASE_STEPS: list[EraseStep] = []
 
 
+async def _forget_moderation_links(
+    conn: asyncpg.Connection, workspace_id: uuid.UUID, user_id: str
+) -> None:
+    await rows.forget_moderation_links(conn, workspace_id, user_id, DELETED_USER)
+
+
+# Bans, flags, mutes, blocks and pins (issue 14): shown in the export, and where the user acted
+# on others (pinned, banned, resolved) its id leaves those rows at a hard delete.
+EXPORT_SECTIONS.append(("moderation", rows.moderation))
+ERASE_STEPS.append(_forget_moderation_links)
+
+
 def user_document(row: user_rows.UserRow) -> dict[str, Any]:
     view = UserView(
         id=row.id,
