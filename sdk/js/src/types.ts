@@ -504,6 +504,6 @@ export const PERSISTED_EVENT_TYPES = [
   "message.new", "message.updated", "message.deleted", "reaction.new", "reaction.deleted",
   "member.added", "member.removed", "member.updated", "channel.created", "channel.updated", "channel.deleted",
   "read.updated",
-  // Pins and slow mode (issue 14 point 5).
-  "message.pinned", "message.unpinned",
+  // Moderation (issue 14): bans, flags (moderators only), pins.
+  "user.banned", "user.unbanned", "message.flagged", "flag.resolved", "message.pinned", "message.unpinned",
 ] as const satisfies readonly PersistedEvent["type"][];
