@@ -10,8 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cariosan.domain.workspaces import NewWorkspace
 from tests.support.server import RunningServer
+
+
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here works in a workspace of its own: one server serves them all."""
+    return shared_server
+
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "moderation.md"
 

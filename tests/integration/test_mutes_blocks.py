@@ -26,6 +26,13 @@ from tests.support.chat import backend_client, make_user, user_client
 from tests.support.live import LiveClient, live
 from tests.support.server import RunningServer, start_server
 
+
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here works in a workspace of its own: one server serves them all."""
+    return shared_server
+
+
 People = dict[str, str]
 
 
@@ -509,10 +516,14 @@ async def test_a_hard_deleted_user_leaves_no_mute_or_block_behind(
     async with server.services.db.connection() as conn:
         left = await conn.fetchval(
             """
-            SELECT (SELECT count(*) FROM channel_mutes WHERE user_id = 'alice')
-                 + (SELECT count(*) FROM user_mutes WHERE 'alice' IN (user_id, muted_id))
-                 + (SELECT count(*) FROM user_blocks WHERE 'alice' IN (user_id, blocked_id))
-            """
+            SELECT (SELECT count(*) FROM channel_mutes
+                    WHERE workspace_id = $1 AND user_id = 'alice')
+                 + (SELECT count(*) FROM user_mutes
+                    WHERE workspace_id = $1 AND 'alice' IN (user_id, muted_id))
+                 + (SELECT count(*) FROM user_blocks
+                    WHERE workspace_id = $1 AND 'alice' IN (user_id, blocked_id))
+            """,
+            workspace.id,
         )
     assert left == 0
     assert (await _get(server, people["bob"], "/v1/users/me/blocks"))["blocks"] == []

@@ -22,6 +22,12 @@ from cariosan_client import sync as blocking
 from tests.support.server import RunningServer
 
 
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here works in a workspace of its own: one server serves them all."""
+    return shared_server
+
+
 async def test_async_sdk_pins_and_moderates_a_channel(
     server: RunningServer, workspace: NewWorkspace
 ) -> None:

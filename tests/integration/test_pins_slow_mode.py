@@ -16,6 +16,13 @@ from cariosan.domain.workspaces import NewWorkspace
 from tests.support.chat import backend_client, make_user, user_client
 from tests.support.server import RunningServer
 
+
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here works in a workspace of its own: one server serves them all."""
+    return shared_server
+
+
 # alice owns `general`; cmod is its channel moderator; bob and dave are plain members; wmod and
 # adm are workspace moderator and admin (not members); carol is not in the channel.
 PEOPLE = {

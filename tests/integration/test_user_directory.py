@@ -8,6 +8,7 @@ import asyncio
 
 import asyncpg
 import httpx
+import pytest
 
 from cariosan.db.users import directory_sql
 from cariosan.domain.users import like_prefix, prefix_upper_bound
@@ -16,6 +17,12 @@ from cariosan_client import ChatClient, ServerClient
 from cariosan_client import sync as sync_client
 from tests.support.chat import backend_client, make_user, user_client
 from tests.support.server import RunningServer
+
+
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here works in a workspace of its own: one server serves them all."""
+    return shared_server
 
 
 async def ids(http: httpx.AsyncClient, **params: str | int) -> list[str]:
@@ -129,9 +136,9 @@ def test_prefix_helpers_escape_and_bound() -> None:
 
 
 async def test_the_prefix_search_uses_the_indexes_even_with_a_generic_plan(
-    server: RunningServer, workspace: NewWorkspace, database_url: str
+    server: RunningServer, workspace: NewWorkspace
 ) -> None:
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(server.services.settings.database_url)
     try:
         await conn.execute(
             """
