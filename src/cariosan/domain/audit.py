@@ -118,13 +118,7 @@ async def read(
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
     if actor is not None:
         customer_id("actor", actor)
-    before = None
-    if cursor:
-        when, ident = cursors.decode(cursor)
-        try:
-            before = (when, uuid.UUID(ident))
-        except ValueError:
-            raise ValidationFailed("cursor is not one this server handed out") from None
+    before = cursors.decode_with_uuid(cursor) if cursor else None
     async with database.connection() as conn:
         found = await rows.page(
             conn, workspace_id, actor=actor, action=action, before=before, limit=limit + 1

@@ -290,13 +290,7 @@ async def list_bans(
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
     if channel_id is not None:
         customer_id("channel_id", channel_id)
-    before = None
-    if cursor:
-        when, ident = cursors.decode(cursor)
-        try:
-            before = (when, uuid.UUID(ident))
-        except ValueError:
-            raise ValidationFailed("cursor is not one this server handed out") from None
+    before = cursors.decode_with_uuid(cursor) if cursor else None
     async with database.connection() as conn:
         await _require(conn, caller, channel_id)
         found = await rows.page(

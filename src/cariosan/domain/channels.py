@@ -3,8 +3,6 @@ leave. Every change writes its event in the same transaction."""
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -17,7 +15,7 @@ from cariosan.db import channels as rows
 from cariosan.db import users as user_rows
 from cariosan.db.events import append_event
 from cariosan.db.pool import Database
-from cariosan.domain import audit, bans, mutes, send_rules
+from cariosan.domain import audit, bans, cursors, mutes, send_rules
 from cariosan.domain.access import MEMBER, OWNER, channel_access
 from cariosan.domain.auth import Caller
 from cariosan.domain.custom_data import storable_text, valid_data
@@ -198,21 +196,8 @@ async def create_channel(
     return view, True
 
 
-def encode_cursor(activity: datetime, channel_id: str) -> str:
-    raw = json.dumps([activity.isoformat(), channel_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The sort key a cursor stands for; VALIDATION_FAILED for anything we did not make."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor.encode("ascii") + b"=" * (-len(cursor) % 4))
-        activity, channel_id = json.loads(raw)
-        when = datetime.fromisoformat(activity)
-    except (ValueError, TypeError) as exc:  # binascii.Error and JSON errors are ValueErrors
-        raise ValidationFailed("cursor is not valid") from exc
-    if when.tzinfo is None or not isinstance(channel_id, str):
-        raise ValidationFailed("cursor is not valid")
+def _channel_cursor(cursor: str) -> tuple[datetime, str]:
+    when, channel_id = cursors.decode(cursor)
     return when, customer_id("cursor", channel_id)
 
 
@@ -222,7 +207,7 @@ async def list_channels(
     """A page of the caller's channels, newest activity first, and the cursor of the next."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
-    before = None if not cursor else decode_cursor(cursor)
+    before = None if not cursor else _channel_cursor(cursor)
     async with database.connection() as conn:
         found = await rows.list_channels(
             conn,
@@ -233,7 +218,7 @@ async def list_channels(
             limit=limit + 1,
         )
     page = found[:limit]
-    next_cursor = encode_cursor(page[-1].activity, page[-1].id) if len(found) > limit else None
+    next_cursor = cursors.encode(page[-1].activity, page[-1].id) if len(found) > limit else None
     return [channel_view(row) for row in page], next_cursor
 
 

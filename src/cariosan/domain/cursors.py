@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from datetime import datetime
 
 from cariosan.errors import ValidationFailed
@@ -29,6 +30,15 @@ def decode(cursor: str) -> tuple[datetime, str]:
     if when.tzinfo is None or not isinstance(ident, str):
         raise ValidationFailed("cursor is not one this server handed out")
     return when, ident
+
+
+def decode_with_uuid(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The sort key of a list ordered by (time, row id), the id a UUID."""
+    when, ident = decode(cursor)
+    try:
+        return when, uuid.UUID(ident)
+    except ValueError:
+        raise ValidationFailed("cursor is not one this server handed out") from None
 
 
 def encode_key(key: str) -> str:

@@ -10,7 +10,6 @@ Neither the reporter nor the flagged user nor the channel's members receive them
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -195,13 +194,7 @@ async def list_flags(
         raise ValidationFailed("status must be one of " + ", ".join(STATUSES))
     if not 1 <= limit <= MAX_PAGE:
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
-    before = None
-    if cursor:
-        when, ident = cursors.decode(cursor)
-        try:
-            before = (when, uuid.UUID(ident))
-        except ValueError:
-            raise ValidationFailed("cursor is not one this server handed out") from None
+    before = cursors.decode_with_uuid(cursor) if cursor else None
     async with database.connection() as conn:
         found = await rows.page(
             conn, caller.workspace_id, status=status, before=before, limit=limit + 1

@@ -7,15 +7,12 @@ Deliveries are created by the event log itself (`db/events.append_event`) and se
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
-from datetime import datetime
 from urllib.parse import urlsplit
 
 from cariosan.db import webhooks as rows
 from cariosan.db.pool import Database
-from cariosan.domain import audit
+from cariosan.domain import audit, cursors
 from cariosan.domain.ids import server_id
 from cariosan.errors import NotFound, ValidationFailed
 from cariosan.webhooks.guard import ip_literal, is_public
@@ -147,23 +144,6 @@ async def rotate_secret(
     return endpoint, secret
 
 
-def encode_cursor(row: rows.DeliveryRow) -> str:
-    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        when, _, ident = raw.partition("|")
-        created = datetime.fromisoformat(when)
-        if created.tzinfo is None:
-            raise ValueError(when)
-        return created, uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise ValidationFailed("cursor is not one this server handed out") from None
-
-
 async def list_deliveries(
     database: Database,
     workspace_id: uuid.UUID,
@@ -179,7 +159,7 @@ async def list_deliveries(
         raise ValidationFailed(f"status must be one of {', '.join(STATUSES)}")
     if not 1 <= limit <= MAX_PAGE:
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}")
-    before = decode_cursor(cursor) if cursor else None
+    before = cursors.decode_with_uuid(cursor) if cursor else None
     async with database.connection() as conn:
         if not await rows.endpoint_exists(conn, workspace_id, key):
             raise NotFound("no such webhook")
@@ -188,7 +168,7 @@ async def list_deliveries(
         )
     more = len(page) > limit
     page = page[:limit]
-    return page, encode_cursor(page[-1]) if more else None
+    return page, cursors.encode(page[-1].created_at, str(page[-1].id)) if more else None
 
 
 async def replay_delivery(
