@@ -9,14 +9,17 @@ from pathlib import Path
 from cariosan.config import Settings
 from cariosan.domain.workspaces import create_workspace
 from cariosan.http.demo import ASSETS
-from tests.support.node import ensure_node_modules, node, npm, run
+from tests.support.node import ensure_node_modules, node, npm, run, sdk_js
 from tests.support.server import start_server
 
 
 async def test_npm_test_passes_against_a_real_server(settings: Settings) -> None:
-    await ensure_node_modules()
     # The SDK's webhook test receives a real delivery on 127.0.0.1.
-    async with start_server(settings.with_overrides(webhook_allow_private=True)) as server:
+    async with (
+        sdk_js(),
+        start_server(settings.with_overrides(webhook_allow_private=True)) as server,
+    ):
+        await ensure_node_modules()
         workspace = await create_workspace(server.services.db, "js sdk")
         output = await run(
             npm(),
@@ -28,8 +31,9 @@ async def test_npm_test_passes_against_a_real_server(settings: Settings) -> None
 
 
 async def test_shipped_demo_bundle_is_built_from_its_sources(tmp_path: Path) -> None:
-    await ensure_node_modules()
-    await run(node(), "demo/build.mjs", "--out", str(tmp_path))
+    async with sdk_js():
+        await ensure_node_modules()
+        await run(node(), "demo/build.mjs", "--out", str(tmp_path))
     fresh = (tmp_path / "app.js").read_bytes()
     shipped = (ASSETS / "app.js").read_bytes()
     assert fresh == shipped, (

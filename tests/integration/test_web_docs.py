@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cariosan.config import Settings
 from cariosan.domain.workspaces import create_workspace
-from tests.support.node import SDK, ensure_node_modules, node, npm, run
+from tests.support.node import SDK, ensure_node_modules, node, npm, run, sdk_js
 from tests.support.server import start_server
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "web.md"
@@ -65,8 +65,6 @@ def blocks() -> dict[str, str]:
 async def test_web_doc_backend_and_browser_code_work(settings: Settings, tmp_path: Path) -> None:
     files = blocks()
     assert set(files) == {"backend.mjs", "register-webhook.mjs", "chat.mjs"}, set(files)
-    await ensure_node_modules()
-    await run(npm(), "run", "build")
     for name, code in files.items():
         (tmp_path / name).write_text(code, encoding="utf-8")
     (tmp_path / "driver.mjs").write_text(DRIVER.replace("SDK/", f"{SDK}/"), encoding="utf-8")
@@ -74,7 +72,12 @@ async def test_web_doc_backend_and_browser_code_work(settings: Settings, tmp_pat
     (tmp_path / "node_modules").mkdir()
     (tmp_path / "node_modules" / "cariosan").symlink_to(SDK, target_is_directory=True)
 
-    async with start_server(settings.with_overrides(webhook_allow_private=True)) as server:
+    async with (
+        sdk_js(),
+        start_server(settings.with_overrides(webhook_allow_private=True)) as server,
+    ):
+        await ensure_node_modules()
+        await run(npm(), "run", "build")
         workspace = await create_workspace(server.services.db, "web docs")
         output = await run(
             node(),

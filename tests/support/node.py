@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
 import os
 import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 SDK = Path(__file__).resolve().parents[2] / "sdk" / "js"
+# Outside the tree, one per checkout: the lock file is nobody's source.
+_LOCK = Path(tempfile.gettempdir()) / (
+    "cariosan-sdk-js-" + hashlib.sha256(str(SDK).encode()).hexdigest()[:12] + ".lock"
+)
+
+
+@asynccontextmanager
+async def sdk_js() -> AsyncIterator[None]:
+    """sdk/js to oneself: tests in other test processes also run `npm ci` (which replaces
+    node_modules) and builds (which rewrite dist/), and node reading a half-written dist/ fails
+    ("does not provide an export named ..."). Held across the build and every run that reads it.
+    """
+    with _LOCK.open("w") as handle:
+        await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def npm() -> str:
