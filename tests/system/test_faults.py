@@ -828,7 +828,17 @@ async def _check_attachments(http: httpx.AsyncClient, tenant: Tenant, sent: dict
             )
             assert got.status_code == 200, got.text
             downloaded = await store.get(got.json()["url"])
-            assert downloaded.status_code == 200 and downloaded.content == content
+            # A restarted weed may answer 404 for an object until the volume holding it has
+            # registered again (its S3 front comes back first). Waiting here hides no loss: an
+            # object that is gone still fails below, with its key.
+            deadline = asyncio.get_running_loop().time() + 30
+            while downloaded.status_code == 404 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.5)
+                downloaded = await store.get(got.json()["url"])
+            assert downloaded.status_code == 200 and downloaded.content == content, (
+                f"attachment {attachment_id} of message {message.id}: "
+                f"{downloaded.status_code} at {got.json()['url'].split('?')[0]}"
+            )
             count += 1
     return count
 
