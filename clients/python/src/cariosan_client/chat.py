@@ -17,7 +17,7 @@ from typing import Any, Literal, Self
 
 import httpx
 
-from cariosan_client import _bans
+from cariosan_client import _bans, _flags
 from cariosan_client._http import Connection, Params, decode, segment
 from cariosan_client.errors import Unauthorized
 from cariosan_client.events import AnyEvent, EventPage, RawEventPage
@@ -620,21 +620,13 @@ class ChatClient:
     ) -> FlagPage:
         """A page of the review queue (workspace moderators and admins), newest first, each
         message flag with its message and `context`; pass `next_cursor` back for the next."""
-        params = {"status": status, "limit": limit, "cursor": cursor}
-        return decode(await self._request("GET", "/v1/moderation/flags", params=params), FlagPage)
+        return await _flags.list_flags(self._request, status, limit, cursor)
 
-    async def iter_flags(
+    def iter_flags(
         self, status: Literal["open", "resolved"] | None = None, *, page_size: int | None = None
     ) -> AsyncIterator[Flag]:
         """Every flag of `status` (default open), newest first, a page at a time."""
-        cursor: str | None = None
-        while True:
-            page = await self.list_flags(status, limit=page_size, cursor=cursor)
-            for flag in page.flags:
-                yield flag
-            if not page.next_cursor or not page.flags:
-                return
-            cursor = page.next_cursor
+        return _flags.iter_flags(self._request, status, page_size)
 
     async def resolve_flag(
         self,
@@ -643,9 +635,7 @@ class ChatClient:
         reason: str | None = None,
     ) -> Flag:
         """Close an open flag: dismiss it, delete the flagged message, or ban the user."""
-        path = f"/v1/moderation/flags/{segment(flag_id)}/resolve"
-        body = {"action": action, **({"reason": reason} if reason is not None else {})}
-        return decode(await self._request("POST", path, json=body), Flag)
+        return await _flags.resolve_flag(self._request, flag_id, action, reason)
 
     # -- the user directory (issue 14, point 6) ----------------------------------------------------
 
