@@ -1,5 +1,5 @@
 import { CariosanError } from "./errors.js";
-import { compact, Connection, type FetchLike, type Query, segment } from "./http.js";
+import { compact, Connection, type FetchLike, type Query, segment, walkPages } from "./http.js";
 import { LiveStream, type WebSocketConstructor } from "./live.js";
 import type {
   Ban, BanPage, BlockPage, Channel, ChannelPage, ChannelType, Download, EventPage, Flag, FlagAction, FlagPage,
@@ -205,13 +205,7 @@ export class ChatClient {
   /** Every user of the directory (matching `q`), by id, a page at a time:
    * `for await (const user of client.iterUsers({ q: "al" })) ...` */
   async *iterUsers(options: { q?: string; pageSize?: number } = {}): AsyncGenerator<User> {
-    let cursor: string | undefined;
-    for (;;) {
-      const page = await this.listUsers({ q: options.q, limit: options.pageSize, cursor });
-      yield* page.users;
-      if (!page.next_cursor || page.users.length === 0) return;
-      cursor = page.next_cursor;
-    }
+    yield* walkPages((cursor) => this.listUsers({ q: options.q, limit: options.pageSize, cursor }), (page) => page.users);
   }
 
   /** One channel, with its `members`. */
@@ -459,13 +453,7 @@ export class ChatClient {
 
   /** Every flag of `status` (default open), newest first, a page at a time. */
   async *iterFlags(options: { status?: FlagStatus; pageSize?: number } = {}): AsyncGenerator<Flag> {
-    let cursor: string | undefined;
-    for (;;) {
-      const page = await this.listFlags({ status: options.status, limit: options.pageSize, cursor });
-      yield* page.flags;
-      if (!page.next_cursor || page.flags.length === 0) return;
-      cursor = page.next_cursor;
-    }
+    yield* walkPages((cursor) => this.listFlags({ status: options.status, limit: options.pageSize, cursor }), (page) => page.flags);
   }
 
   /** Close an open flag: dismiss it, delete the flagged message, or ban the user. */

@@ -55,3 +55,18 @@ export class Connection {
     return (text ? JSON.parse(text) : undefined) as T;
   }
 }
+
+/** Every item of a cursor-paged list, fetching a page at a time until one has no `next_cursor`. */
+export async function* walkPages<P extends { next_cursor: string | null }, T>(
+  fetchPage: (cursor: string | undefined) => Promise<P>,
+  items: (page: P) => T[],
+): AsyncGenerator<T> {
+  let cursor: string | undefined;
+  for (;;) {
+    const page = await fetchPage(cursor);
+    const found = items(page);
+    yield* found;
+    if (!page.next_cursor || found.length === 0) return;
+    cursor = page.next_cursor;
+  }
+}

@@ -1,6 +1,6 @@
 import { banBody, type BanOptions, ChatClient } from "./chat.js";
 import { CariosanError } from "./errors.js";
-import { compact, Connection, type FetchLike, type Query, segment } from "./http.js";
+import { compact, Connection, type FetchLike, type Query, segment, walkPages } from "./http.js";
 import type {
   AuditPage, Ban, BanPage, DeliveryPage, DeliveryStatus, Flag, FlagAction, FlagPage, FlagStatus, JsonObject,
   PersistedEvent, Token, User, UserExport, UserPage, Webhook,
@@ -134,13 +134,7 @@ export class ServerClient {
 
   /** Every flag of `status` (default open), newest first, a page at a time. */
   async *iterFlags(options: { status?: FlagStatus; pageSize?: number } = {}): AsyncGenerator<Flag> {
-    let cursor: string | undefined;
-    for (;;) {
-      const page = await this.listFlags({ status: options.status, limit: options.pageSize, cursor });
-      yield* page.flags;
-      if (!page.next_cursor || page.flags.length === 0) return;
-      cursor = page.next_cursor;
-    }
+    yield* walkPages((cursor) => this.listFlags({ status: options.status, limit: options.pageSize, cursor }), (page) => page.flags);
   }
 
   // -- the user directory (issue 14, point 6) ---------------------------------------------------
@@ -159,13 +153,7 @@ export class ServerClient {
   /** Every user of the directory (matching `q`), by id, a page at a time:
    * `for await (const user of client.iterUsers({ q: "al" })) ...` */
   async *iterUsers(options: { q?: string; pageSize?: number } = {}): AsyncGenerator<User> {
-    let cursor: string | undefined;
-    for (;;) {
-      const page = await this.listUsers({ q: options.q, limit: options.pageSize, cursor });
-      yield* page.users;
-      if (!page.next_cursor || page.users.length === 0) return;
-      cursor = page.next_cursor;
-    }
+    yield* walkPages((cursor) => this.listUsers({ q: options.q, limit: options.pageSize, cursor }), (page) => page.users);
   }
 
   /** Close an open flag: dismiss it, delete the flagged message, or ban the user. */
