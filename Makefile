@@ -60,10 +60,11 @@ lint: $(TEST_STAMP)
 test: prereqs lint
 	$(PYTEST)
 
-# Unit and integration tests only (no real cariosan processes): the quick loop while coding.
-# The schema fuzz runs without its coverage phase here (see tests/integration/test_api_schema.py).
+# Unit and integration tests only: the quick loop while coding. `make test` adds the fuzz tests
+# (tests/fuzz, a small budget of generated cases) and the system tests (real cariosan processes,
+# kills and restarts, backups).
 test-fast: prereqs lint
-	CARIOS_FUZZ_PHASES=examples,fuzzing $(PYTEST) -m "unit or integration"
+	$(PYTEST) -m "unit or integration"
 
 # Property-based fuzzing with a large budget (not part of `make test`, which runs the same tests
 # with a small one): schemathesis over every operation with both credential kinds, and
@@ -73,7 +74,7 @@ FUZZ_EXAMPLES ?= 600
 # The schema parts run in parallel like in `make test`; -rP prints each part's case count.
 fuzz: $(TEST_STAMP)
 	CARIOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) -rP --timeout 0 \
-		tests/integration/test_api_schema.py tests/integration/test_ws_fuzz.py
+		tests/fuzz
 
 # Load figures (not part of `make test`): WebSocket send-to-receive latency with 1,000 clients.
 bench: $(TEST_STAMP)

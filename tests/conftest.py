@@ -24,12 +24,12 @@ pytest_plugins = ["tests.services.plugin"]
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 
 
-_KINDS = ("unit", "integration", "system")
+_KINDS = ("unit", "integration", "fuzz", "system")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its kind, from its folder (tests/unit, integration, system), so that
-    `pytest -m "unit or integration"` (`make test-fast`) picks the quick ones."""
+    """Mark each test with its kind, from its folder (tests/unit, integration, fuzz, system), so
+    that `pytest -m "unit or integration"` (`make test-fast`) picks the quick ones."""
     for item in items:
         parts = item.path.parts
         for kind in _KINDS:

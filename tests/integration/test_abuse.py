@@ -14,6 +14,7 @@ from cariosan.domain.workspaces import NewWorkspace, create_workspace
 from tests.support.chat import bearer, make_user
 from tests.support.live import LiveClient
 from tests.support.server import RunningServer, start_server
+from tests.support.windows import fresh_window
 
 
 async def test_failed_authentication_is_rate_limited_per_address(settings: Settings) -> None:
@@ -26,6 +27,7 @@ async def test_failed_authentication_is_rate_limited_per_address(settings: Setti
             algorithm="HS256",
         )
         async with running.client() as http:
+            await fresh_window(needed=10)
             statuses = []
             for credential in ["cs_wrong"] * 3 + [forged] * 3:
                 response = await http.get("/v1/users/alice", headers=bearer(credential))

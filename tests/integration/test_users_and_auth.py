@@ -13,6 +13,7 @@ from cariosan.config import Limits, Settings
 from cariosan.domain.workspaces import NewWorkspace, create_workspace
 from tests.conftest import JWT_SECRET
 from tests.support.server import RunningServer, start_server
+from tests.support.windows import fresh_window
 
 
 @pytest.fixture
@@ -179,6 +180,7 @@ async def test_rate_limit_headers_and_429(limited_settings: Settings) -> None:
             kind = (await probe.get("/readyz")).json()["checks"]
         ws = await create_workspace(running.services.db, "limited")
         async with running.client(headers=_server(ws)) as http:
+            await fresh_window(needed=10)
             statuses = []
             for _ in range(7):
                 response = await http.get("/v1/users/nobody")
