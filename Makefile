@@ -11,7 +11,7 @@ TEST_STAMP := $(VENV)/.installed-test
 TEST_WORKERS ?= 4
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
-.PHONY: dev test test-fast test-prereqs prereqs lint clean bench bench-scale fuzz
+.PHONY: dev test test-fast test-prereqs prereqs lint clean bench bench-send bench-scale fuzz
 
 $(VENV)/bin/python:
 	@echo "make: creating $(VENV) with $(PYTHON)"
@@ -79,6 +79,14 @@ fuzz: $(TEST_STAMP)
 # Load figures (not part of `make test`): WebSocket send-to-receive latency with 1,000 clients.
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench.ws_latency
+
+# Send throughput beside PostgreSQL's own (issue 15): wrk over 1,000 channels and into one hot
+# channel, and pgbench running the SQL the server issued for one send and the minimal message
+# transaction, with the same 32 clients; medians of 3 runs. Needs wrk and pgbench (apt-get
+# install wrk postgresql-client-15). BENCH_SEND_ARGS=-v shows progress and keeps the scripts.
+BENCH_SEND_ARGS ?=
+bench-send: $(TEST_STAMP)
+	$(BIN)/python -m bench.send_table $(BENCH_SEND_ARGS)
 
 # Read paths at data scale: fills a database with 1,000,000 messages (a few minutes), then prints
 # p50/p99 of catch-up, history, /v1/me, the channel list and search.
