@@ -22,6 +22,7 @@ import argparse
 import array
 import asyncio
 import contextlib
+import io
 import multiprocessing
 import os
 import statistics
@@ -260,7 +261,7 @@ def fanout_round(
             f"not every delivery received: {acknowledged} acknowledged, {posted.failed} "
             f"posts failed, {missing} deliveries missing on {incomplete} of {sockets} sockets, "
             f"{duplicates} duplicates, {closed} sockets closed "
-            f"({close_reasons([(r.close_reasons,) for r in reports])})"
+            f"{close_reasons([(r.close_reasons,) for r in reports])}".rstrip()
         )
     ordered = sorted(latencies)
     last_receipt = max(r.last_receipt for r in reports)
@@ -452,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="each figure the median of these")
     parser.add_argument("--processes", type=int, default=4, help="client processes")
     args = parser.parse_args(argv)
+    # Progress lines as they happen, also into a file or a pipe (a run takes minutes).
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
 
     rows: list[tuple[str, Run]] = []
     try:
