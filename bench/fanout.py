@@ -79,7 +79,9 @@ class Clients:
 
 
 @contextmanager
-def client_processes(where: Deployment, tokens: list[str], processes: int) -> Iterator[Clients]:
+def client_processes(
+    where: Deployment, tokens: list[str], processes: int, deflate: bool = False
+) -> Iterator[Clients]:
     """The sockets of `tokens` spread over `processes` processes, all connected; every process
     is ended on the way out, also after an error or Ctrl-C."""
     ws_base = where.url.replace("http://", "ws://") + "/v1/ws?token="
@@ -93,7 +95,7 @@ def client_processes(where: Deployment, tokens: list[str], processes: int) -> It
             ours, theirs = context.Pipe()
             child: BaseProcess = context.Process(
                 target=hold,
-                args=(ws_base, tokens[index::count], theirs),
+                args=(ws_base, tokens[index::count], theirs, deflate),
                 name=f"bench-sockets-{index}",
                 daemon=True,
             )
@@ -284,13 +286,15 @@ def measure_fanout(
     redis: bool = True,
     processes: int = 4,
     drain: float = 30.0,
+    deflate: bool = False,
 ) -> list[Run]:
     """`runs` rounds of posting at `rate`/s for `seconds` into a channel whose `sockets`
     members are all connected (one server, one set of sockets for every round)."""
     with deployment(workers=workers, redis=redis) as where:
         print(
             f"fan-out to {sockets}: server {where.url} (workers {workers}, "
-            f"{'redis' if where.redis else 'no redis'}), {processes} client processes, "
+            f"{'redis' if where.redis else 'no redis'}), {processes} client processes"
+            f"{' asking for deflate' if deflate else ''}, "
             f"{rate:g} messages/s for {seconds:g} s, {runs} runs"
         )
         began = time.monotonic()
@@ -298,7 +302,7 @@ def measure_fanout(
         tokens = asyncio.run(make_users(where, ["sender", *receivers]))
         channel = asyncio.run(make_channel(where, tokens["sender"], receivers))
         print(f"  setup: {sockets + 1} users, one channel, in {time.monotonic() - began:.1f} s")
-        with client_processes(where, [tokens[r] for r in receivers], processes) as clients:
+        with client_processes(where, [tokens[r] for r in receivers], processes, deflate) as clients:
             began = time.monotonic()
             frames = settle(clients)
             print(
@@ -338,7 +342,9 @@ def check_server_files(pid: int, sockets: int, workers: int) -> None:
         )
 
 
-def idle_run(sockets: int, processes: int, idle_seconds: float, workers: int, redis: bool) -> Run:
+def idle_run(
+    sockets: int, processes: int, idle_seconds: float, workers: int, redis: bool, deflate: bool
+) -> Run:
     with deployment(workers=workers, redis=redis) as where:
         if where.server_pid is None:
             raise BenchFailed("the deployment does not say which process is the server")
@@ -350,7 +356,7 @@ def idle_run(sockets: int, processes: int, idle_seconds: float, workers: int, re
         # The baseline after setup, so it holds what serving requests warmed (pools, caches).
         time.sleep(1.0)
         before = server_rss(where.server_pid)
-        with client_processes(where, list(tokens.values()), processes) as clients:
+        with client_processes(where, list(tokens.values()), processes, deflate) as clients:
             settle(clients)
             cpu_before, wall_before = time.process_time(), time.monotonic()
             clients.ask(("start",), 60)
@@ -382,16 +388,18 @@ def measure_idle(
     idle_seconds: float = 5.0,
     workers: int = 1,
     redis: bool = False,
+    deflate: bool = False,
 ) -> list[Run]:
     """`sockets` open, idle WebSockets (users in no channel), each run on a fresh server."""
     results = []
     for index in range(runs):
         print(
             f"idle {sockets} sockets, run {index + 1} of {runs}: workers {workers}, "
-            f"{'redis' if redis else 'no redis'}, {processes} client processes, "
+            f"{'redis' if redis else 'no redis'}, {processes} client processes"
+            f"{' asking for deflate' if deflate else ''}, "
             f"idle {idle_seconds:g} s"
         )
-        results.append(idle_run(sockets, processes, idle_seconds, workers, redis))
+        results.append(idle_run(sockets, processes, idle_seconds, workers, redis, deflate))
         print(f"  run {index + 1}: {format_run(results[-1])}")
     return results
 
@@ -452,11 +460,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=3, help="each figure the median of these")
     parser.add_argument("--processes", type=int, default=4, help="client processes")
+    parser.add_argument(
+        "--deflate", action="store_true", help="clients ask for permessage-deflate (as browsers)"
+    )
     args = parser.parse_args(argv)
     # Progress lines as they happen, also into a file or a pipe (a run takes minutes).
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
 
+    deflate = ", deflate" if args.deflate else ""
     rows: list[tuple[str, Run]] = []
     try:
         for sockets in args.fanout:
@@ -469,8 +481,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.redis,
                 args.processes,
                 args.drain,
+                args.deflate,
             )
-            setup = f"{args.workers} workers, {'redis' if args.redis else 'no redis'}"
+            setup = f"{args.workers} workers, {'redis' if args.redis else 'no redis'}{deflate}"
             rows.append((f"fan-out to {sockets:,} at {args.rate:g}/s ({setup})", median(runs)))
         if args.idle:
             runs = measure_idle(
@@ -480,8 +493,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.idle_seconds,
                 args.idle_workers,
                 args.idle_redis,
+                args.deflate,
             )
-            setup = f"{args.idle_workers} worker{'s' if args.idle_workers > 1 else ''}"
+            setup = f"{args.idle_workers} worker{'s' if args.idle_workers > 1 else ''}{deflate}"
             rows.append((f"{args.idle:,} idle sockets ({setup})", median(runs)))
     except BenchFailed as exc:
         print(f"FAILED: {exc}", file=sys.stderr)

@@ -148,15 +148,19 @@ def raise_open_file_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-async def _hold(ws_base: str, tokens: list[str], parent: Connection) -> None:
+async def _hold(ws_base: str, tokens: list[str], parent: Connection, deflate: bool) -> None:
     holder = _Holder()
+    compression = "deflate" if deflate else None
     began = time.monotonic()
     for start in range(0, len(tokens), CONNECT_BATCH):
         batch = tokens[start : start + CONNECT_BATCH]
-        # No compression: permessage-deflate would make the client, not the server, the cost.
+        # The server accepts permessage-deflate (uvicorn's default), as browsers and our SDK
+        # ask for it; it costs memory and CPU on both sides, so it is the caller's choice.
         opened = await asyncio.gather(
             *(
-                websockets.connect(ws_base + t, open_timeout=60, compression=None, max_queue=None)
+                websockets.connect(
+                    ws_base + t, open_timeout=60, compression=compression, max_queue=None
+                )
                 for t in batch
             )
         )
@@ -202,7 +206,7 @@ async def _hold(ws_base: str, tokens: list[str], parent: Connection) -> None:
     parent.send(("finished",))
 
 
-def hold(ws_base: str, tokens: list[str], parent: Connection) -> None:
+def hold(ws_base: str, tokens: list[str], parent: Connection, deflate: bool = False) -> None:
     """Entry point of one client process: `tokens` are the users whose sockets it holds."""
     # Ctrl-C reaches the whole process group: the parent tells its children to finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -213,7 +217,7 @@ def hold(ws_base: str, tokens: list[str], parent: Connection) -> None:
                 f"open-file limit {files} is too low for {len(tokens)} sockets in one process: "
                 "use more client processes or raise the hard limit (ulimit -Hn)"
             )
-        asyncio.run(_hold(ws_base, tokens, parent))
+        asyncio.run(_hold(ws_base, tokens, parent, deflate))
     except BaseException as exc:
         with contextlib.suppress(OSError):
             parent.send(("error", f"{exc.__class__.__name__}: {exc}"))
