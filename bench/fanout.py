@@ -106,10 +106,10 @@ def client_processes(
         clients = Clients(started, pipes)
         began = time.monotonic()
         connected = [clients.reply(i, 600) for i in range(count)]
-        total = sum(c[1] for c in connected)
+        total, retries = sum(c[1] for c in connected), sum(c[3] for c in connected)
         print(
             f"  connected {total} sockets in {count} client processes "
-            f"in {time.monotonic() - began:.1f} s"
+            f"in {time.monotonic() - began:.1f} s ({retries} reconnects after 1013 try later)"
         )
         yield clients
     finally:
@@ -140,7 +140,7 @@ def close_reasons(answers: list[tuple[Any, ...]]) -> str:
 
 def settle(clients: Clients, quiet_seconds: float = 1.0, limit: float = 600) -> int:
     """Waits until no socket has received anything for `quiet_seconds`, so that a round
-    starts on a quiet server (ready, pong and, in channels small enough for it, presence
+    starts on a quiet server (pong and, in channels small enough for it, presence
     frames are still arriving after the last connect). Returns those frames; fails if a
     socket was closed."""
     deadline = time.monotonic() + limit
@@ -306,7 +306,7 @@ def measure_fanout(
             began = time.monotonic()
             frames = settle(clients)
             print(
-                f"  settled: {frames} frames besides messages (ready, pong, presence) "
+                f"  settled: {frames} frames besides messages (pong, presence) "
                 f"received, quiet after {time.monotonic() - began:.1f} s"
             )
             results = []

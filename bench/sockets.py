@@ -6,6 +6,7 @@ server. Each talks to its parent over a pipe: it connects, then answers commands
 finish. This module imports nothing of Cariosan, so a spawned child starts in a fraction of a
 second.
 
+Once every socket is open it sends ("connected", sockets, seconds, reconnects after 1013).
 Commands (tuples sent by the parent) and replies:
     ("frames",)            -> ("frames", frames not message.new, sockets closed, why closed)
     ("start",)             -> ("started",)             (a round begins: CPU counted from here)
@@ -35,6 +36,8 @@ from websockets.asyncio.client import ClientConnection
 STAMP = re.compile(r'"text":"fanout (\d+) ([0-9.]+)"')
 # Connections opened at once per process: more only queues handshakes in the server's backlog.
 CONNECT_BATCH = 50
+TRY_AGAIN_LATER = 1013
+CONNECT_RETRIES = 5
 
 
 @dataclass
@@ -148,28 +151,45 @@ def raise_open_file_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+async def _open(url: str, compression: str | None) -> tuple[ClientConnection, int]:
+    """A socket whose `connection.ready` has arrived, and how often the server said "try
+    again later" (1013) first: it does that when it cannot authenticate in time, and a real
+    client reconnects, so the bench does too and reports how often."""
+    retries = 0
+    while True:
+        connection = await websockets.connect(
+            url, open_timeout=60, compression=compression, max_queue=None
+        )
+        try:
+            first = await asyncio.wait_for(connection.recv(), 60)
+        except websockets.ConnectionClosed:
+            if connection.close_code != TRY_AGAIN_LATER or retries >= CONNECT_RETRIES:
+                raise
+            retries += 1
+            await asyncio.sleep(0.2 * retries)
+            continue
+        if not isinstance(first, str) or '"connection.ready"' not in first:
+            raise RuntimeError(f"the first frame was not connection.ready: {first[:200]!r}")
+        return connection, retries
+
+
 async def _hold(ws_base: str, tokens: list[str], parent: Connection, deflate: bool) -> None:
     holder = _Holder()
+    # The server accepts permessage-deflate (uvicorn's default), as browsers and our SDK ask
+    # for it; it costs memory and CPU on both sides, so it is the caller's choice.
     compression = "deflate" if deflate else None
     began = time.monotonic()
+    retries = 0
     for start in range(0, len(tokens), CONNECT_BATCH):
         batch = tokens[start : start + CONNECT_BATCH]
-        # The server accepts permessage-deflate (uvicorn's default), as browsers and our SDK
-        # ask for it; it costs memory and CPU on both sides, so it is the caller's choice.
-        opened = await asyncio.gather(
-            *(
-                websockets.connect(
-                    ws_base + t, open_timeout=60, compression=compression, max_queue=None
-                )
-                for t in batch
-            )
-        )
-        holder.sockets += [_Socket(c) for c in opened]
+        opened = await asyncio.gather(*(_open(ws_base + t, compression) for t in batch))
+        holder.sockets += [_Socket(c) for c, _ in opened]
+        retries += sum(r for _, r in opened)
     readers = [asyncio.create_task(holder.read(s)) for s in holder.sockets]
     # The server holds live events back until a socket's first frame (or a 1 s grace): a ping
     # releases them at once.
     await asyncio.gather(*(s.connection.send('{"type":"ping"}') for s in holder.sockets))
-    parent.send(("connected", len(holder.sockets), time.monotonic() - began))
+    parent.send(("connected", len(holder.sockets), time.monotonic() - began, retries))
     cpu_at_start = time.process_time()
     try:
         while True:
