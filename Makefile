@@ -11,7 +11,7 @@ TEST_STAMP := $(VENV)/.installed-test
 TEST_WORKERS ?= 4
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
-.PHONY: dev test test-fast test-prereqs prereqs lint clean bench bench-send bench-scale fuzz
+.PHONY: dev test test-fast test-prereqs prereqs lint clean bench bench-send bench-fanout bench-synapse bench-scale fuzz
 
 $(VENV)/bin/python:
 	@echo "make: creating $(VENV) with $(PYTHON)"
@@ -92,6 +92,12 @@ bench-send: $(TEST_STAMP)
 # p50/p99 of catch-up, history, /v1/me, the channel list and search.
 bench-scale: $(TEST_STAMP)
 	$(BIN)/python -m bench.scale
+
+# Fan-out to 1,000 and 5,000 sockets in one channel at 10 messages/s (p50/p99, deliveries/s),
+# and the server's memory per 1,000 idle sockets (10,000 of them): a few minutes. Arguments go
+# through FANOUT_ARGS, e.g. FANOUT_ARGS="--fanout 200 --seconds 3 --runs 1 --idle 1000".
+bench-fanout: $(TEST_STAMP)
+	$(BIN)/python -m bench.fanout $(FANOUT_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -36,6 +36,8 @@ class Deployment:
     api_secret: str
     workspace_id: uuid.UUID
     redis: bool
+    # The `cariosan serve` process (with `--workers`, the parent of the workers): for its memory.
+    server_pid: int | None = None
 
 
 def database_dsn(server_dsn: str, name: str) -> str:
@@ -92,7 +94,7 @@ def deployment(
                     # Its API secret is gone (only a hash is kept): benches on a kept database
                     # mint user tokens and do not call as the backend.
                     secret, workspace_id = "", asyncio.run(workspace_named(dsn, "bench"))
-                yield Deployment(server.url, dsn, secret, workspace_id, redis)
+                yield Deployment(server.url, dsn, secret, workspace_id, redis, server.process.pid)
     finally:
         if keep_database or reuse_database is not None:
             print(f'kept database {name} (drop it with: DROP DATABASE "{name}")')
