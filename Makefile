@@ -11,7 +11,7 @@ TEST_STAMP := $(VENV)/.installed-test
 TEST_WORKERS ?= 4
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
-.PHONY: dev test test-fast test-prereqs prereqs lint clean bench bench-scale fuzz
+.PHONY: dev test test-fast test-prereqs prereqs lint clean bench bench-scale bench-synapse fuzz
 
 $(VENV)/bin/python:
 	@echo "make: creating $(VENV) with $(PYTHON)"
@@ -83,6 +83,14 @@ bench: $(TEST_STAMP)
 # p50/p99 of catch-up, history, /v1/me, the channel list and search.
 bench-scale: $(TEST_STAMP)
 	$(BIN)/python -m bench.scale
+
+# The peer in the benchmark table: the send and fan-out workloads against Matrix Synapse, which
+# the script installs into its own venv (~/.cache/cariosan-bench) and runs on a database of its
+# own. Setting up 1,000 rooms with 32 members each takes Synapse many minutes; SYNAPSE_ARGS
+# passes options, e.g. SYNAPSE_ARGS="--rooms 100 --runs 1".
+SYNAPSE_ARGS ?=
+bench-synapse: $(TEST_STAMP)
+	$(BIN)/python -m bench.synapse $(SYNAPSE_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
