@@ -845,6 +845,10 @@ def table(rows: list[tuple[str, str, list[Run]]]) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=3, help="runs per workload (median shown)")
@@ -867,6 +871,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
 
+    # A `kill` stops the bench as Ctrl-C does: through the cleanup, not around it.
+    signal.signal(signal.SIGTERM, _interrupt)
     rows: list[tuple[str, str, list[Run]]] = []
     with synapse(args.cache) as handle:
         c = args.concurrency
