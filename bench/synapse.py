@@ -130,10 +130,9 @@ class Synapse:
     log_path: Path
     process: subprocess.Popen[bytes]
     tokens: dict[str, str] = field(default_factory=dict)  # user localpart -> access token
-    send_rooms: list[str] = field(default_factory=list)  # every sender has joined each
-    send_members: list[str] = field(default_factory=list)
-    fanout_room: str | None = None
-    fanout_members: list[str] = field(default_factory=list)
+    send_rooms: list[str] = field(default_factory=list)  # created by sender000
+    fanout_room: str | None = None  # created by fanout-sender
+    joined: set[tuple[str, str]] = field(default_factory=set)  # (user localpart, room)
 
 
 def _free_port() -> int:
@@ -260,19 +259,26 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def synapse(cache: Path = CACHE) -> Iterator[Synapse]:
-    """One Synapse on loopback with a database of its own; stopped and dropped afterwards."""
+def synapse(
+    cache: Path = CACHE, *, keep_database: bool = False, reuse_database: str | None = None
+) -> Iterator[Synapse]:
+    """One Synapse on loopback with a database of its own; stopped and dropped afterwards.
+
+    Setting up 1,000 rooms of 32 members takes Synapse far longer than the runs: with
+    `keep_database` the database stays, and `reuse_database` starts on such a kept one (its
+    users, tokens, rooms and joins read back from it) and leaves it as it is."""
     python = ensure_synapse(cache)
     postgres = provide_postgres()
-    name = f"synapse_bench_{uuid.uuid4().hex[:10]}"
-    # Synapse refuses a database whose collation is not C (its text ordering assumes it).
-    asyncio.run(
-        admin(
-            postgres.dsn,
-            f"CREATE DATABASE \"{name}\" ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' "
-            "TEMPLATE template0",
+    name = reuse_database or f"synapse_bench_{uuid.uuid4().hex[:10]}"
+    if reuse_database is None:
+        # Synapse refuses a database whose collation is not C (its text ordering assumes it).
+        asyncio.run(
+            admin(
+                postgres.dsn,
+                f"CREATE DATABASE \"{name}\" ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' "
+                "TEMPLATE template0",
+            )
         )
-    )
     dsn = database_dsn(postgres.dsn, name)
     folder = Path(tempfile.mkdtemp(prefix="synapse-bench-"))
     process: subprocess.Popen[bytes] | None = None
@@ -297,13 +303,48 @@ def synapse(cache: Path = CACHE) -> Iterator[Synapse]:
         _say(f"starting on {url} (database {name}, logs in {folder})")
         _wait_ready(url, process, log_path, folder / "stdout.log", timeout=300)
         _say(f"ready in {time.monotonic() - started:.1f} s")
-        yield Synapse(url, shared_secret, dsn, log_path, process)
+        handle = Synapse(url, shared_secret, dsn, log_path, process)
+        if reuse_database is not None:
+            asyncio.run(_load_setup(handle))
+        yield handle
     finally:
         if process is not None:
             _stop(process)
-        asyncio.run(admin(postgres.dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if keep_database or reuse_database is not None:
+            _say(
+                f"kept database {name} (again: --reuse-database {name};"
+                f' drop: DROP DATABASE "{name}")'
+            )
+        else:
+            asyncio.run(admin(postgres.dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         postgres.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _load_setup(handle: Synapse) -> None:
+    """What an earlier run set up in a kept database, as this module's setup would know it."""
+
+    def local(user_id: str) -> str:
+        return user_id[1:].partition(":")[0]
+
+    conn = await asyncpg.connect(handle.database_dsn)
+    try:
+        for row in await conn.fetch("SELECT user_id, token FROM access_tokens ORDER BY id"):
+            handle.tokens.setdefault(local(row["user_id"]), row["token"])
+        rooms = await conn.fetch("SELECT room_id, creator FROM rooms ORDER BY room_id")
+        handle.send_rooms = [r["room_id"] for r in rooms if local(r["creator"]) == "sender000"]
+        fanout = [r["room_id"] for r in rooms if local(r["creator"]) == "fanout-sender"]
+        handle.fanout_room = fanout[0] if fanout else None
+        joins = await conn.fetch(
+            "SELECT user_id, room_id FROM local_current_membership WHERE membership = 'join'"
+        )
+        handle.joined = {(local(j["user_id"]), j["room_id"]) for j in joins}
+    finally:
+        await conn.close()
+    _say(
+        f"reusing {len(handle.tokens)} users, {len(handle.send_rooms)} send rooms, "
+        f"{len(handle.joined)} joins"
+    )
 
 
 def _wait_ready(
@@ -401,26 +442,28 @@ async def _setup_send(handle: Synapse, rooms: int, concurrency: int) -> None:
             progress = _Progress("rooms created", new)
 
             async def create(_: int) -> None:
-                handle.send_rooms.append(await _create_room(http, creator))
+                room = await _create_room(http, creator)
+                handle.send_rooms.append(room)
+                handle.joined.add((senders[0], room))
                 progress.step()
 
             await _bounded(list(range(new)), 8, create)
         joins = [
             (name, room)
-            for name in senders[1:]
+            for name in senders
             for room in handle.send_rooms[:rooms]
-            if name not in handle.send_members
+            if (name, room) not in handle.joined
         ]
         progress = _Progress("joins", len(joins))
 
         async def join(pair: tuple[str, str]) -> None:
             await _join(http, handle.tokens[pair[0]], pair[1])
+            handle.joined.add(pair)
             progress.step()
 
         # Sender by sender, so that the joins in flight are into different rooms: joins into
         # one room queue on that room's lock in Synapse.
         await _bounded(joins, 16, join)
-    handle.send_members = sorted(set(handle.send_members) | set(senders))
 
 
 async def _setup_fanout(handle: Synapse, clients: int) -> None:
@@ -430,16 +473,16 @@ async def _setup_fanout(handle: Synapse, clients: int) -> None:
         if handle.fanout_room is None:
             handle.fanout_room = await _create_room(http, handle.tokens["fanout-sender"])
         room = handle.fanout_room
-        missing = [r for r in receivers if r not in handle.fanout_members]
+        missing = [r for r in receivers if (r, room) not in handle.joined]
         progress = _Progress("fan-out joins", len(missing))
 
         async def join(name: str) -> None:
             await _join(http, handle.tokens[name], room)
+            handle.joined.add((name, room))
             progress.step()
 
         # Joins into one room queue on that room anyway; a few at once keep Synapse busy.
         await _bounded(missing, 4, join)
-    handle.fanout_members = sorted(set(handle.fanout_members) | set(receivers))
 
 
 # --- send ----------------------------------------------------------------------------------
@@ -864,6 +907,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workloads", default="send,hot,fanout", help="comma-separated: send, hot, fanout"
     )
+    parser.add_argument(
+        "--keep-database", action="store_true", help="keep Synapse's database (and its setup)"
+    )
+    parser.add_argument("--reuse-database", metavar="NAME", help="start on a kept database")
     parser.add_argument("--cache", type=Path, default=CACHE, help="where the Synapse venv lives")
     args = parser.parse_args(argv)
     chosen = {w.strip() for w in args.workloads.split(",") if w.strip()}
@@ -874,7 +921,9 @@ def main(argv: list[str] | None = None) -> int:
     # A `kill` stops the bench as Ctrl-C does: through the cleanup, not around it.
     signal.signal(signal.SIGTERM, _interrupt)
     rows: list[tuple[str, str, list[Run]]] = []
-    with synapse(args.cache) as handle:
+    with synapse(
+        args.cache, keep_database=args.keep_database, reuse_database=args.reuse_database
+    ) as handle:
         c = args.concurrency
         if "send" in chosen:
             runs = measure_send(handle, args.runs, args.seconds, args.rooms, c, hot=False)
