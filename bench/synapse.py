@@ -640,13 +640,13 @@ def _receive_process(
     tokens: list[str],
     room: str,
     tag: str,
-    ready: multiprocessing.synchronize.Barrier,
+    go: multiprocessing.synchronize.Event,
     sent: Any,
     send_done: multiprocessing.synchronize.Event,
     drain: float,
     out: multiprocessing.connection.Connection,
 ) -> None:
-    out.send(asyncio.run(_receive(url, tokens, room, tag, ready, sent, send_done, drain)))
+    out.send(asyncio.run(_receive(url, tokens, room, tag, go, sent, send_done, drain, out)))
     out.close()
 
 
@@ -655,10 +655,11 @@ async def _receive(
     tokens: list[str],
     room: str,
     tag: str,
-    ready: multiprocessing.synchronize.Barrier,
+    go: multiprocessing.synchronize.Event,
     sent: Any,
     send_done: multiprocessing.synchronize.Event,
     drain: float,
+    out: multiprocessing.connection.Connection,
 ) -> _Received:
     # Only this room's messages: no state, presence, receipts or account data to carry.
     sync_filter = json.dumps(
@@ -688,7 +689,8 @@ async def _receive(
 
         # The first sync only finds where "now" is: what came before belongs to earlier runs.
         firsts = await asyncio.gather(*(sync(t, None) for t in tokens))
-        await asyncio.to_thread(ready.wait, 120)
+        out.send("ready")
+        await asyncio.to_thread(go.wait, 600)
         cpu_started = time.process_time()
 
         async def client(i: int, since: str) -> None:
@@ -738,10 +740,10 @@ async def _send_steadily(
     path = f"{CLIENT}/rooms/{quote(room, safe='')}/send/m.room.message"
     sent = failed = 0
     async with httpx.AsyncClient(base_url=handle.url, headers=_auth(token), timeout=60) as http:
-        began = next_at = time.monotonic()
-        n = 0
-        while next_at < began + seconds:
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        began = time.monotonic()
+        # Each send's time from its number, not from a running sum that rounding moves.
+        for n in range(round(rate * seconds)):
+            await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))
             stamp = time.monotonic()
             body = {"msgtype": "m.text", "body": f"b {tag} {n} {stamp:.6f}"}
             reply = await http.put(f"{path}/{tag}.{n}", json=body)
@@ -749,8 +751,6 @@ async def _send_steadily(
                 sent += 1
             else:
                 failed += 1
-            n += 1
-            next_at += 1.0 / rate
     return sent, failed, began
 
 
@@ -777,7 +777,7 @@ def measure_fanout(
     results: list[Run] = []
     for n in range(runs):
         tag = uuid.uuid4().hex[:10]
-        ready = context.Barrier(count + 1)
+        go = context.Event()
         sent_value = context.Value("q", 0)
         send_done = context.Event()
         pipes, procs = [], []
@@ -792,7 +792,7 @@ def measure_fanout(
                         tokens,
                         room,
                         tag,
-                        ready,
+                        go,
                         sent_value,
                         send_done,
                         drain,
@@ -804,7 +804,11 @@ def measure_fanout(
                 theirs.close()
                 pipes.append(mine)
                 procs.append(proc)
-            ready.wait(180)
+            # A message per process, not a barrier: a process that died says so at once (EOF).
+            for pipe in pipes:
+                if not pipe.poll(300) or pipe.recv() != "ready":
+                    raise RuntimeError("a fan-out client process did not finish its first sync")
+            go.set()
             cpu_started, wall_started = time.process_time(), time.monotonic()
             sent, failed, began = asyncio.run(_send_steadily(handle, room, tag, rate, seconds))
             sent_value.value = sent
@@ -818,7 +822,7 @@ def measure_fanout(
             cpu = time.process_time() - cpu_started + sum(r.cpu for r in received)
         finally:
             send_done.set()
-            ready.abort()
+            go.set()
             for proc in procs:
                 proc.join(10)
                 if proc.is_alive():
