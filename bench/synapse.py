@@ -546,10 +546,10 @@ def measure_send(
     if wrk is None:
         raise RuntimeError("wrk not found: apt-get install -y wrk")
     started = time.monotonic()
-    asyncio.run(_setup_send(handle, 1 if hot else rooms, concurrency))
-    _say(
-        f"send setup ({concurrency} senders, {rooms} rooms) took {time.monotonic() - started:.1f} s"
-    )
+    wanted = 1 if hot else rooms
+    asyncio.run(_setup_send(handle, wanted, concurrency))
+    took = time.monotonic() - started
+    _say(f"send setup ({concurrency} senders, {wanted} room(s)) took {took:.1f} s")
     senders = [f"sender{i:03d}" for i in range(concurrency)]
     targets = handle.send_rooms[:1] if hot else handle.send_rooms[:rooms]
     results: list[Run] = []
