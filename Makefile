@@ -99,5 +99,13 @@ bench-scale: $(TEST_STAMP)
 bench-fanout: $(TEST_STAMP)
 	$(BIN)/python -m bench.fanout $(FANOUT_ARGS)
 
+# The peer in the benchmark table: the send and fan-out workloads against Matrix Synapse, which
+# the script installs into its own venv (~/.cache/cariosan-bench) and runs on a database of its
+# own. Setting up 1,000 rooms with 32 members each takes Synapse many minutes; SYNAPSE_ARGS
+# passes options, e.g. SYNAPSE_ARGS="--rooms 100 --runs 1".
+SYNAPSE_ARGS ?=
+bench-synapse: $(TEST_STAMP)
+	$(BIN)/python -m bench.synapse $(SYNAPSE_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
