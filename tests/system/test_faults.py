@@ -669,7 +669,7 @@ async def _scenario(
         await _check_history(http, tenant, channels, sent)
         for listener in follow:
             await _check_stream(http, listener, expected[listener.name], sent)
-        attachments = await _check_attachments(http, tenant, sent)
+        attachments = await _check_attachments(http, tenant, sent, weed, timeline, t0)
     deliveries = await _check_webhooks(hooks, hook["secret"], database_url, sent)
     mark("checked")
     # Whatever no client saw (a 500 to a listener's handshake, a background loop's crash):
@@ -814,7 +814,14 @@ async def _check_stream(
     )
 
 
-async def _check_attachments(http: httpx.AsyncClient, tenant: Tenant, sent: dict[str, Sent]) -> int:
+async def _check_attachments(
+    http: httpx.AsyncClient,
+    tenant: Tenant,
+    sent: dict[str, Sent],
+    weed: Weed,
+    timeline: list[str],
+    t0: float,
+) -> int:
     """Every acknowledged attachment downloads with the bytes that were uploaded."""
     count = 0
     async with httpx.AsyncClient(timeout=30) as store:
@@ -835,11 +842,24 @@ async def _check_attachments(http: httpx.AsyncClient, tenant: Tenant, sent: dict
             while downloaded.status_code == 404 and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.5)
                 downloaded = await store.get(got.json()["url"])
-            assert downloaded.status_code == 200 and downloaded.content == content, (
-                f"attachment {attachment_id} of message {message.id}: "
-                f"{downloaded.status_code} at {got.json()['url'].split('?')[0]}"
+            if downloaded.status_code == 200 and downloaded.content == content:
+                count += 1
+                continue
+            # What the store holds for this attachment tells "the store lost a file it had
+            # acknowledged" (the folder still lists it, or lists nothing at all) from "a copy
+            # was deleted" (the upload or other copies are there, not this one).
+            key = got.json()["url"].split("?")[0].split("/faults/", 1)[-1]
+            folder = key.rsplit("/", 2)[0] + "/"
+            listed = await asyncio.to_thread(
+                s3_client(weed.service).list_objects_v2, Bucket="faults", Prefix=folder
             )
-            count += 1
+            raise AssertionError(
+                f"attachment {attachment_id} of message {message.id}: {downloaded.status_code} "
+                f"at {key}; the folder holds {[o['Key'] for o in listed.get('Contents', [])]}; "
+                f"sent from {message.started - t0:.1f}s to {message.acked - t0:.1f}s "
+                f"(status {message.status}); timeline: {timeline}; weed: "
+                + (weed.folder / "weed.out").read_text(errors="replace")[-1500:]
+            )
     return count
 
 
