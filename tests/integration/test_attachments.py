@@ -674,7 +674,7 @@ async def test_cleanup_removes_old_unreferenced_uploads_only(chat: Chat) -> None
 async def test_cleanup_never_runs_twice_at_once(chat: Chat) -> None:
     """The job runs under a PostgreSQL advisory lock: while one server (here: a connection
     holding the lock) runs it, another server's run does nothing."""
-    from cariosan.db.attachments import CLEANUP_LOCK_KEY
+    from cariosan.db.locks import ATTACHMENT_CLEANUP as CLEANUP_LOCK_KEY
 
     services = chat.server.services
     old = await upload(chat.alice, b"old pending")

@@ -10,10 +10,6 @@ import asyncpg
 
 PENDING, UPLOADED, DELETING = "pending", "uploaded", "deleting"
 
-# pg_try_advisory_lock key of the cleanup job ("cariosan attachments cleanup"), so that
-# concurrent servers never run it at once; migrations use another key.
-CLEANUP_LOCK_KEY = 0x43617269_6F736132
-
 _COLUMNS = (
     "a.workspace_id, a.id, a.channel_id, a.user_id, a.filename, a.content_type, a.size, "
     "a.object_key, a.status, a.message_id, a.created_at"
@@ -178,15 +174,6 @@ async def refs_by_id(
 
 
 # -- the cleanup job -----------------------------------------------------------------------------
-
-
-async def try_cleanup_lock(conn: asyncpg.Connection) -> bool:
-    """Take the cleanup job's session lock if no other server holds it."""
-    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", CLEANUP_LOCK_KEY))
-
-
-async def release_cleanup_lock(conn: asyncpg.Connection) -> None:
-    await conn.execute("SELECT pg_advisory_unlock($1)", CLEANUP_LOCK_KEY)
 
 
 async def mark_stale(

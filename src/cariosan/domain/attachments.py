@@ -27,6 +27,7 @@ import asyncpg
 from cariosan.blobs.store import BlobStore, ObjectInfo, PresignedUpload
 from cariosan.config import Settings
 from cariosan.db import attachments as rows
+from cariosan.db import locks
 from cariosan.db.pool import Database
 from cariosan.domain.access import channel_access
 from cariosan.domain.auth import Caller
@@ -411,7 +412,7 @@ async def _sweep(
     it): delete the files of each attachment `batch` gives (but the served copy when
     `keep_served`) and `record` those done, until none is left or the store fails; how many."""
     async with database.connection() as conn:
-        if not await rows.try_cleanup_lock(conn):
+        if not await locks.try_lock(conn, locks.ATTACHMENT_CLEANUP):
             return None
         try:
             swept = 0
@@ -437,7 +438,7 @@ async def _sweep(
                 if len(done) < len(found):  # the store is failing: try again next run
                     return swept
         finally:
-            await rows.release_cleanup_lock(conn)
+            await locks.unlock(conn, locks.ATTACHMENT_CLEANUP)
 
 
 async def remove_stale(

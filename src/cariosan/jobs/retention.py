@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from cariosan.config import Settings
 from cariosan.db import events as event_rows
+from cariosan.db import locks
 from cariosan.db import webhooks as webhook_rows
 from cariosan.db.pool import Database
 from cariosan.obs.logging import get_logger
@@ -23,8 +24,6 @@ from cariosan.obs.metrics import Metrics
 
 log = get_logger("cariosan.events")
 
-# Any fixed 64-bit number, shared by every server: one retention run at a time.
-RETENTION_LOCK_KEY = 0x43415249_5452494D  # "CARITRIM"
 BATCH = 1000
 
 
@@ -41,7 +40,7 @@ async def trim(database: Database, settings: Settings, now: datetime | None = No
     deliveries_before = now - timedelta(seconds=settings.webhook_delivery_retention_seconds)
     events = deliveries = 0
     async with database.connection() as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK_KEY):
+        if not await locks.try_lock(conn, locks.RETENTION):
             return Trimmed(0, 0)
         try:
             for workspace_id in await event_rows.workspaces_with_events(conn):
@@ -56,7 +55,7 @@ async def trim(database: Database, settings: Settings, now: datetime | None = No
                 if removed < BATCH:
                     break
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK_KEY)
+            await locks.unlock(conn, locks.RETENTION)
     return Trimmed(events, deliveries)
 
 
