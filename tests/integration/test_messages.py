@@ -572,3 +572,22 @@ async def test_sending_is_rate_limited_per_user(
     stored = await history(chat.alice, limit=200)
     assert len(stored["messages"]) == len(created)
     assert (await chat.bob.post("/v1/channels/general/messages", json={"text": "me"})).is_success
+
+
+async def test_only_sends_count_against_the_message_burst_limit(
+    chat: Chat, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The burst limit is counted with the request (one round trip to the store): reads and
+    # other writes of the same second leave it whole.
+    settings = server.services.settings
+    limits = dataclasses.replace(settings.limits, user_messages_per_second=2)
+    monkeypatch.setattr(server.services, "settings", settings.with_overrides(limits=limits))
+    for _ in range(6):
+        assert (await history(chat.alice, limit=1)) is not None
+        read = await chat.alice.post("/v1/channels/general/read", json={})
+        assert read.status_code < 300, read.text
+    sends = [
+        await chat.alice.post("/v1/channels/general/messages", json={"text": f"after {n}"})
+        for n in range(2)
+    ]
+    assert [r.status_code for r in sends] == [201, 201], [r.text for r in sends]

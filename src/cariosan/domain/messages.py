@@ -23,9 +23,7 @@ from cariosan.domain.auth import Caller
 from cariosan.domain.custom_data import storable_text, valid_data
 from cariosan.domain.ids import customer_id, server_id, time_ordered_id
 from cariosan.domain.permissions import Action
-from cariosan.domain.ratelimit import check_message
 from cariosan.domain.views import AttachmentRef, MessageView, to_payload
-from cariosan.ephemeral.store import EphemeralStore
 from cariosan.errors import Conflict, NotFound, ValidationFailed
 
 DEFAULT_PAGE, MAX_PAGE = 50, 200
@@ -139,14 +137,15 @@ async def message_access(
 async def post_message(
     database: Database,
     blobs: BlobStore,
-    store: EphemeralStore,
     limits: Limits,
     caller: Caller,
     channel_id: str,
     draft: Draft,
 ) -> tuple[MessageView, bool]:
     """Send a message as the caller; (message, created). The same client id again returns the
-    original (created False), also when both requests race."""
+    original (created False), also when both requests race. The per-user burst limit on
+    messages is counted with the request itself (`ratelimit.check_request`, `sends_message`),
+    in the same round trip to the store."""
     caller.require_user()  # before any work: only users send
     customer_id("channel_id", channel_id)
     message_id = (
@@ -162,7 +161,6 @@ async def post_message(
     text = valid_text(draft.text, limits, allow_empty=bool(draft.attachment_ids))
     mentions = _valid_mentions(draft.mentions)
     valid_data(draft.data, limits)
-    await check_message(store, limits, caller)
     # The store is asked (and the files copied) first: no network call while the send holds
     # row locks. What the transaction did not use is removed after it, committed or not.
     seals = await attachments.seal_uploads(

@@ -31,8 +31,12 @@ async def _hit(store: EphemeralStore, windows: list[Window]) -> list[WindowState
     return states
 
 
-async def check_request(store: EphemeralStore, limits: Limits, caller: Caller) -> WindowState:
-    """Count one request; raises RATE_LIMITED. Returns the window to report in headers."""
+async def check_request(
+    store: EphemeralStore, limits: Limits, caller: Caller, *, sends_message: bool = False
+) -> WindowState:
+    """Count one request, and with `sends_message` one message against the caller's burst
+    limit (in the same round trip to the store); raises RATE_LIMITED. Returns the window to
+    report in headers."""
     windows = [
         Window(f"ws:{caller.workspace_id}", limits.workspace_requests_per_minute, 60),
     ]
@@ -43,20 +47,18 @@ async def check_request(store: EphemeralStore, limits: Limits, caller: Caller) -
                 f"u:{caller.workspace_id}:{caller.user_id}", limits.user_requests_per_minute, 60
             ),
         )
+        if sends_message:
+            windows.append(
+                Window(
+                    f"msg:{caller.workspace_id}:{caller.user_id}",
+                    limits.user_messages_per_second,
+                    1,
+                )
+            )
     states = await _hit(store, windows)
     if not states:
         return WindowState(windows[0], 0, 60)
     return states[0]
-
-
-async def check_message(store: EphemeralStore, limits: Limits, caller: Caller) -> None:
-    """The burst limit on sending messages, per user."""
-    if caller.user_id is None:
-        return
-    await _hit(
-        store,
-        [Window(f"msg:{caller.workspace_id}:{caller.user_id}", limits.user_messages_per_second, 1)],
-    )
 
 
 class AuthFailures:

@@ -16,6 +16,10 @@ from cariosan.errors import Forbidden, Unauthorized
 from cariosan.http.middleware import RATE_LIMIT_KEY
 from cariosan.services import Services
 
+# Set in the `opt` of a route that sends a message: its request also counts against the
+# sender's message burst limit, in the same round trip to the rate-limit store.
+SENDS_MESSAGE = "sends_message"
+
 
 def bearer_credential(request: Request[Any, Any, Any]) -> str:
     header = request.headers.get("authorization")
@@ -57,7 +61,12 @@ async def _identify(
     except Unauthorized:
         await services.auth_failures.failed(address)
         raise
-    state = await check_request(services.ephemeral, services.settings.limits, caller)
+    state = await check_request(
+        services.ephemeral,
+        services.settings.limits,
+        caller,
+        sends_message=bool(request.route_handler.opt.get(SENDS_MESSAGE)),
+    )
     request.scope[RATE_LIMIT_KEY] = state  # type: ignore[literal-required]
     return caller
 

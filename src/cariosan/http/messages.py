@@ -13,6 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from cariosan.domain import messages, reactions, search
 from cariosan.domain.auth import Caller
 from cariosan.domain.views import MessageView
+from cariosan.http.auth import SENDS_MESSAGE
 from cariosan.services import Services
 
 # Every body may name `user_id`: the backend (API secret) acts as that user (see http/auth.py).
@@ -46,6 +47,8 @@ class SearchResults(msgspec.Struct):
     "/v1/channels/{channel_id:str}/messages",
     status_code=201,
     tags=["messages"],
+    # Counted against the sender's message burst limit with the request (http/auth.py).
+    opt={SENDS_MESSAGE: True},
     responses={
         200: ResponseSpec(
             data_container=MessageView,
@@ -63,7 +66,6 @@ async def send_message(
     view, created = await messages.post_message(
         services.db,
         services.blobs,
-        services.ephemeral,
         services.settings.limits,
         caller,
         channel_id,
