@@ -73,10 +73,16 @@ class Receiver:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender went away mid-body (a node killed while delivering): like any
+                    # web server, drop the request unanswered; the delivery is retried.
+                    self.close_connection = True
+                    return
                 request = Received(
                     self.path,
                     {k.lower(): v for k, v in self.headers.items()},
-                    self.rfile.read(length),
+                    body,
                     time.monotonic(),
                     time.time(),
                 )
