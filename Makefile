@@ -11,7 +11,7 @@ TEST_STAMP := $(VENV)/.installed-test
 TEST_WORKERS ?= 4
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
-.PHONY: dev test test-fast test-prereqs prereqs lint clean bench bench-send bench-fanout bench-synapse bench-scale fuzz
+.PHONY: dev test test-fast test-prereqs prereqs lint clean bench bench-latency bench-send bench-fanout bench-synapse bench-scale fuzz
 
 $(VENV)/bin/python:
 	@echo "make: creating $(VENV) with $(PYTHON)"
@@ -76,8 +76,17 @@ fuzz: $(TEST_STAMP)
 	CARIOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) -rP --timeout 0 \
 		tests/fuzz
 
-# Load figures (not part of `make test`): WebSocket send-to-receive latency with 1,000 clients.
+# Issue 15's table (not part of `make test`): send throughput beside pgbench, fan-out to 1,000
+# and 5,000 sockets, 10,000 idle sockets, and Matrix Synapse on the same workloads, with the
+# targets; the parts below run one row group each. Needs wrk and pgbench (apt-get install wrk
+# postgresql-client-15); the first run installs Synapse into ~/.cache/cariosan-bench. BENCH_ARGS
+# passes options, e.g. BENCH_ARGS="--runs 1 --seconds 5 --synapse-rooms 100".
+BENCH_ARGS ?=
 bench: $(TEST_STAMP)
+	$(BIN)/python -m bench.table $(BENCH_ARGS)
+
+# WebSocket send-to-receive latency with 1,000 clients in one process (the first fan-out bench).
+bench-latency: $(TEST_STAMP)
 	$(BIN)/python -m bench.ws_latency
 
 # Send throughput beside PostgreSQL's own (issue 15): wrk over 1,000 channels and into one hot
