@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                 "",
                 runs,
                 "" if total is None else f"{total:,.0f} MiB in all",
-                "< 0.5 GiB in all",
-                None if total is None else total < 512,
+                "10,000 in < 0.5 GiB",
+                None if total is None or args.idle < 10000 else total < 512,
             )
         )
     if args.synapse_rooms:
