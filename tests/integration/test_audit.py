@@ -13,13 +13,33 @@ import pytest
 from cariosan.config import Settings
 from cariosan.domain.workspaces import NewWorkspace, create_workspace, rotate_secret
 from tests.support.chat import bearer, make_user
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, start_server
 from tests.support.webhook_receiver import Receiver
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.with_overrides(webhook_allow_private=True, webhook_schedule=(0.0, 0.2))
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> RunningServer:
+    """The server this process's tests share (each works in a workspace of its own), or one of
+    the test's own for those marked OWN_SERVER."""
+    own = getattr(request, "param", "shared") == "own"
+    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
+    return running
+
+
+@pytest.fixture
+async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """A server and database of this test's own, on this module's settings."""
+    async with start_server(settings) as running:
+        yield running
+
+
+# For the tests that cannot share a server; each says why.
+OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
 
 
 @pytest.fixture
@@ -154,6 +174,7 @@ async def test_admins_read_the_log_and_nobody_else_and_no_other_tenant(
         assert await entries(http) == []
 
 
+@OWN_SERVER  # its webhook receiver is on loopback (webhook_allow_private)
 async def test_entries_are_webhook_events_that_no_user_receives(
     server: RunningServer,
     workspace: NewWorkspace,

@@ -5,6 +5,7 @@ events, and a live stream that ends with `Banned` on close code 4003."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,7 +23,7 @@ from cariosan_client import (
     UserUnbanned,
 )
 from cariosan_client import sync as blocking
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, start_server
 
 
 @pytest.fixture
@@ -30,6 +31,27 @@ def settings(settings: Settings) -> Settings:
     return settings.with_overrides(revocation_check_seconds=3600.0)
 
 
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> RunningServer:
+    """The server this process's tests share (each works in a workspace of its own), or one of
+    the test's own for those marked OWN_SERVER."""
+    own = getattr(request, "param", "shared") == "own"
+    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
+    return running
+
+
+@pytest.fixture
+async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """A server and database of this test's own, on this module's settings."""
+    async with start_server(settings) as running:
+        yield running
+
+
+# For the tests that cannot share a server; each says why.
+OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
+
+
+@OWN_SERVER  # its stream must end by the ban, not by a periodic check
 async def test_the_async_sdk_bans_lists_and_unbans(
     server: RunningServer, workspace: NewWorkspace
 ) -> None:

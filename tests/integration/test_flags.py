@@ -46,8 +46,28 @@ PEOPLE = {
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """The webhook receiver runs on loopback."""
+    """The webhook receiver runs on loopback (the test with it has a server of its own)."""
     return settings.with_overrides(webhook_allow_private=True, webhook_schedule=(0.0, 0.2, 0.2))
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> RunningServer:
+    """The server this process's tests share (each works in a workspace of its own), or one of
+    the test's own for those marked OWN_SERVER."""
+    own = getattr(request, "param", "shared") == "own"
+    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
+    return running
+
+
+@pytest.fixture
+async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """A server and database of this test's own, on this module's settings."""
+    async with start_server(settings) as running:
+        yield running
+
+
+# For the tests that cannot share a server; each says why.
+OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
 
 
 @pytest.fixture
@@ -297,6 +317,7 @@ async def test_resolving_dismiss_and_delete_message_closes_flags_with_audit_entr
     assert removal["entries"][0]["reason"] == "abuse confirmed"
 
 
+@OWN_SERVER  # its webhook receiver is on loopback (webhook_allow_private)
 async def test_message_flagged_reaches_moderators_and_webhooks_once_and_nobody_else(
     server: RunningServer,
     tokens: dict[str, str],

@@ -22,6 +22,13 @@ SMALL = Limits(max_sockets_per_user=3, request_read_seconds=1.0, http_keepalive_
 
 
 @pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """The tests on default limits work in a workspace of their own: one server serves them all.
+    Those on SMALL limits have a server (and database) of their own, `small_server`."""
+    return shared_server
+
+
+@pytest.fixture
 async def small_server(settings: Settings) -> AsyncIterator[RunningServer]:
     async with start_server(settings.with_overrides(limits=SMALL)) as running:
         yield running

@@ -6,8 +6,10 @@ import asyncio
 import gc
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 
 import asyncpg
+import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from cariosan.config import Settings
@@ -17,6 +19,26 @@ from cariosan.domain.workspaces import NewWorkspace
 from cariosan.obs.tracing import build_tracer_provider
 from tests.support.chat import bearer
 from tests.support.server import RunningServer, start_server
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> RunningServer:
+    """The server this process's tests share (each works in a workspace of its own), or one of
+    the test's own for those marked OWN_SERVER."""
+    own = getattr(request, "param", "shared") == "own"
+    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
+    return running
+
+
+@pytest.fixture
+async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """A server and database of this test's own."""
+    async with start_server(settings) as running:
+        yield running
+
+
+# For the tests that cannot share a server; each says why.
+OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
 
 
 async def test_healthz_and_readyz(server: RunningServer) -> None:
@@ -101,6 +123,7 @@ async def test_every_response_has_a_request_id(server: RunningServer) -> None:
     assert refused.headers["x-request-id"] != "bad id\twith spaces"
 
 
+@OWN_SERVER  # exact request counts in the process-wide metrics, which other tests bump
 async def test_metrics_are_labelled_by_route_template(
     server: RunningServer, workspace: NewWorkspace
 ) -> None:

@@ -42,10 +42,31 @@ def _texts(events: list[dict[str, Any]]) -> list[str]:
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """The default test settings, with room for bursts of messages from one user."""
+    """The default test settings, with room for bursts of messages from one user (for the
+    tests on a server of their own: the others send within the default limits)."""
     return settings.with_overrides(
         limits=Limits(user_messages_per_second=10_000, user_requests_per_minute=1_000_000)
     )
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> RunningServer:
+    """The server this process's tests share (each works in a workspace of its own), or one of
+    the test's own for those marked OWN_SERVER."""
+    own = getattr(request, "param", "shared") == "own"
+    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
+    return running
+
+
+@pytest.fixture
+async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """A server and database of this test's own, on this module's settings."""
+    async with start_server(settings) as running:
+        yield running
+
+
+# For the tests that cannot share a server; each says why.
+OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
 
 
 @pytest.fixture
@@ -96,6 +117,7 @@ async def test_resume_replays_exactly_the_missed_events_then_continues_live(
     assert seqs == sorted(seqs) and seqs[0] > last and len(set(seqs)) == 6
 
 
+@OWN_SERVER  # a burst of 60 messages needs the room above
 async def test_resume_while_messages_keep_flowing_has_no_gap_and_no_duplicate(
     server: RunningServer, people: dict[str, str]
 ) -> None:
@@ -194,6 +216,7 @@ async def test_a_flooding_client_is_closed_with_4008(
         assert await bob.close_code() == 4008
 
 
+@OWN_SERVER  # resizes the hub's queue and reads a process-wide metric total
 async def test_a_slow_consumer_is_closed_without_delaying_the_others(
     server: RunningServer, people: dict[str, str]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -31,14 +32,35 @@ from cariosan_client import (
     UnknownEvent,
 )
 from tests.support.chat import backend_client, make_user
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, start_server
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
+    """Room for bursts of messages (for the test on a server of its own)."""
     return settings.with_overrides(
         limits=Limits(user_messages_per_second=10_000, user_requests_per_minute=1_000_000)
     )
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> RunningServer:
+    """The server this process's tests share (each works in a workspace of its own), or one of
+    the test's own for those marked OWN_SERVER."""
+    own = getattr(request, "param", "shared") == "own"
+    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
+    return running
+
+
+@pytest.fixture
+async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """A server and database of this test's own, on this module's settings."""
+    async with start_server(settings) as running:
+        yield running
+
+
+# For the tests that cannot share a server; each says why.
+OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
 
 
 async def _collect(events: LiveEvents, count: int, into: list[MessageNew]) -> None:
@@ -66,6 +88,7 @@ async def _drop(server: RunningServer, user_id: str) -> None:
     raise AssertionError(f"{user_id} did not reconnect")
 
 
+@OWN_SERVER  # a burst of 60 messages needs the room above
 async def test_connect_survives_dropped_connections_without_loss_or_duplicate(
     server: RunningServer, workspace: NewWorkspace
 ) -> None:

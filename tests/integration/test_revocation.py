@@ -1,9 +1,10 @@
 """Revocation takes effect at once (issue 11, point 3), on one node: `revoke-tokens`, deleting a
 user (both modes) and a recreated user, over REST and the WebSocket.
 
-The servers here never run their periodic check of open sockets (it is set to an hour), so a
-socket closed during a test was closed by the revocation itself, not by that backstop; the one
-test of the backstop turns it on.
+The tests that see a socket closed run on servers of their own that never run their periodic
+check of open sockets (it is set to an hour), so a socket closed there was closed by the
+revocation itself, not by that backstop; the one test of the backstop turns it on. The others
+share one server.
 """
 
 from __future__ import annotations
@@ -32,6 +33,26 @@ NEVER = 3600.0
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.with_overrides(revocation_check_seconds=NEVER)
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> RunningServer:
+    """The server this process's tests share (each works in a workspace of its own), or one of
+    the test's own for those marked OWN_SERVER."""
+    own = getattr(request, "param", "shared") == "own"
+    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
+    return running
+
+
+@pytest.fixture
+async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """A server and database of this test's own, on this module's settings."""
+    async with start_server(settings) as running:
+        yield running
+
+
+# For the tests that cannot share a server; each says why.
+OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
 
 
 @pytest.fixture
@@ -78,6 +99,7 @@ async def _ws_refused(server: RunningServer, token: str) -> int | None:
     return None
 
 
+@OWN_SERVER  # a socket closed by the revocation, not by a periodic check
 async def test_revoke_tokens_refuses_older_tokens_on_rest_and_websocket_and_accepts_new_ones(
     server: RunningServer, workspace: NewWorkspace, people: dict[str, str]
 ) -> None:
@@ -138,6 +160,7 @@ async def test_a_token_minted_in_the_same_second_is_refused_before_the_revoke_an
     assert (await _me_status(server, after))[0] == 200
 
 
+@OWN_SERVER  # a socket closed by the deletion, not by a periodic check
 async def test_anonymizing_a_user_closes_its_socket_and_a_recreated_user_inherits_no_token(
     server: RunningServer, workspace: NewWorkspace, people: dict[str, str]
 ) -> None:
@@ -158,6 +181,7 @@ async def test_anonymizing_a_user_closes_its_socket_and_a_recreated_user_inherit
     assert (await _me_status(server, await _mint(server, workspace, "alice")))[0] == 200
 
 
+@OWN_SERVER  # a socket closed by the deletion, not by a periodic check
 async def test_a_hard_delete_closes_the_socket_and_tells_the_remaining_members(
     server: RunningServer, workspace: NewWorkspace, people: dict[str, str]
 ) -> None:
@@ -235,6 +259,7 @@ async def test_the_periodic_check_closes_sockets_whose_revocation_notice_was_los
         assert (await bob_live.next())["type"] == "pong"
 
 
+@OWN_SERVER  # retires the JWT secret every server on its database signs with
 async def test_a_newer_secret_retires_older_ones_but_a_stale_configuration_retires_nothing(
     server: RunningServer,
 ) -> None:
