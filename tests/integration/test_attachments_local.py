@@ -17,6 +17,7 @@ import pytest
 
 from cariosan.blobs.local_store import LocalStore
 from cariosan.blobs.store import ObjectInfo
+from cariosan.config import Settings
 from cariosan.domain import attachments
 from cariosan.domain.workspaces import NewWorkspace
 from tests.integration.test_attachments import (
@@ -32,13 +33,29 @@ from tests.integration.test_attachments import (
     send,
     upload,
 )
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, start_server
+
+
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here works in a workspace of its own, and its files under that workspace's
+    folder of the local store: one server serves them all."""
+    return shared_server
 
 
 @pytest.fixture
 async def chat(server: RunningServer, workspace: NewWorkspace) -> AsyncIterator[Chat]:
     async for opened in open_chat(server, ""):
         yield opened
+
+
+@pytest.fixture
+async def own_chat(settings: Settings) -> AsyncIterator[Chat]:
+    """A chat on a server of this test's own, for a test that looks at every attachment in the
+    database (the cleanup job's passes count what they removed, in any workspace)."""
+    async with start_server(settings) as running:
+        async for opened in open_chat(running, ""):
+            yield opened
 
 
 def store_of(chat: Chat) -> LocalStore:
@@ -234,7 +251,8 @@ async def test_a_retried_send_neither_copies_again_nor_fails(chat: Chat) -> None
     assert await downloaded(chat.bob, signed["attachment_id"]) == body
 
 
-async def test_cleanup_leaves_only_the_sent_copy(chat: Chat) -> None:
+async def test_cleanup_leaves_only_the_sent_copy(own_chat: Chat) -> None:
+    chat = own_chat
     services = chat.server.services
     body = os.urandom(500)
     sent = await upload(chat.alice, body, content_type="text/plain")

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
+import pytest
+
 from tests.support.server import RunningServer
+
+
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """These tests only read pages that are the same on every server: one serves them all."""
+    return shared_server
 
 
 class _References(HTMLParser):

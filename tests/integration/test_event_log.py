@@ -8,6 +8,7 @@ import asyncio
 import random
 
 import asyncpg
+import pytest
 
 from cariosan.db import events
 from cariosan.domain.workspaces import create_workspace
@@ -17,6 +18,13 @@ WRITERS = 12
 EVENTS_PER_WRITER = 40
 # Sequencers of other "servers" numbering concurrently with the test server's own.
 SEQUENCERS = 3
+
+
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """Every test here writes and reads the events of workspaces of its own, and its extra
+    sequencers number whatever is pending as another server's would: one server serves them all."""
+    return shared_server
 
 
 async def numbered(conn: asyncpg.Connection) -> None:

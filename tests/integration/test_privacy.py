@@ -34,6 +34,21 @@ from tests.support.chat import backend_client, make_user, user_client
 from tests.support.server import RunningServer, free_port, start_server
 
 
+@pytest.fixture
+async def server(shared_server: RunningServer) -> RunningServer:
+    """A test on `server` works in a workspace of its own: one server serves them all. (The
+    world of the marker tests is a server of its own: they search a dump of the whole database
+    and every object of the bucket.)"""
+    return shared_server
+
+
+@pytest.fixture
+async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """A server of this test's own, for a test that breaks a part of it for a while."""
+    async with start_server(settings) as running:
+        yield running
+
+
 @dataclass
 class World:
     server: RunningServer
@@ -404,10 +419,13 @@ def test_scrub_drops_the_user_from_payloads() -> None:
 
 
 async def test_a_hard_delete_whose_files_cannot_be_removed_changes_nothing(
-    server: RunningServer, workspace: NewWorkspace, monkeypatch: pytest.MonkeyPatch
+    own_server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The files go before the transaction commits: a store failure is a 503, the user and its
     data stay, and asking again finishes the job (local attachment folder here)."""
+    # Its own server: the store's `delete` is broken for a while, for everything the server does.
+    server = own_server
+    workspace = await create_workspace(server.services.db, "test workspace")
     token = await make_user(server, workspace, "leaver")
     async with user_client(server, token) as leaver, backend_client(server, workspace) as backend:
         await ok(await leaver.post("/v1/channels", json={"id": "r", "type": "group"}), 201)
@@ -436,7 +454,7 @@ async def test_a_hard_delete_whose_files_cannot_be_removed_changes_nothing(
 
 
 async def test_asking_again_erases_what_an_older_hard_delete_left_behind(
-    server: RunningServer, workspace: NewWorkspace, database_url: str
+    server: RunningServer, workspace: NewWorkspace
 ) -> None:
     """Older releases' hard delete kept the attachment records and files: a hard delete of the
     gone user removes them (204), and then there is nothing left to delete (404)."""
@@ -449,7 +467,7 @@ async def test_asking_again_erases_what_an_older_hard_delete_left_behind(
         body = {"text": "x", "attachment_ids": [signed["attachment_id"]]}
         await ok(await old.post("/v1/channels/r/messages", json=body), 201)
         # What the previous release's hard delete did.
-        conn = await asyncpg.connect(database_url)
+        conn = await asyncpg.connect(server.services.settings.database_url)
         try:
             async with conn.transaction():
                 for table in ("reactions", "messages", "channel_members", "users"):
@@ -458,11 +476,13 @@ async def test_asking_again_erases_what_an_older_hard_delete_left_behind(
                         f"DELETE FROM {table} WHERE workspace_id = $1 AND {column} = 'old'",
                         workspace.id,
                     )
-            assert await conn.fetchval("SELECT count(*) FROM attachments") == 1
+            # The workspace's attachments: the server's database holds other tests' too.
+            mine = "SELECT count(*) FROM attachments WHERE workspace_id = $1"
+            assert await conn.fetchval(mine, workspace.id) == 1
             folder = f"{workspace.id}/{signed['attachment_id']}/"
             assert await server.services.blobs.list_keys(folder) != []
             await ok(await backend.delete("/v1/users/old", params={"mode": "hard"}), 204)
-            assert await conn.fetchval("SELECT count(*) FROM attachments") == 0
+            assert await conn.fetchval(mine, workspace.id) == 0
             assert await server.services.blobs.list_keys(folder) == []
         finally:
             await conn.close()

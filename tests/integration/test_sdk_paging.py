@@ -12,15 +12,28 @@ import pytest
 from cariosan.config import Settings
 from cariosan.domain.workspaces import NewWorkspace
 from cariosan_client import AnyEvent, ChannelCreated, ChatClient, MessageNew, ServerClient
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, start_server
 
 T = TypeVar("T")
 
 
+# A test marked so runs on a server of its own with this module's settings (webhooks to
+# loopback); the others work in a workspace of their own on the server they all share.
+ON_ITS_OWN_SERVER = pytest.mark.usefixtures("own_server")
+
+
 @pytest.fixture
-def settings(settings: Settings) -> Settings:
+async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
     # Webhooks to a loopback port nobody listens on: deliveries stay in the list, pending.
-    return settings.with_overrides(webhook_allow_private=True)
+    async with start_server(settings.with_overrides(webhook_allow_private=True)) as running:
+        yield running
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> RunningServer:
+    name = "own_server" if "own_server" in request.fixturenames else "shared_server"
+    running: RunningServer = request.getfixturevalue(name)
+    return running
 
 
 async def collect(items: AsyncIterator[T]) -> list[T]:
@@ -97,6 +110,7 @@ async def test_events_are_walked_until_caught_up(alice: ChatClient) -> None:
     assert [e.seq for e in later] == [e.seq for e in everything[3:]]
 
 
+@ON_ITS_OWN_SERVER
 async def test_webhook_deliveries_follow_the_cursor(
     backend: ServerClient, alice: ChatClient
 ) -> None:

@@ -17,13 +17,16 @@ from standardwebhooks import Webhook
 from cariosan.config import Settings
 from cariosan.db import events
 from cariosan.db import webhooks as rows
-from cariosan.domain.workspaces import NewWorkspace
+from cariosan.domain.workspaces import NewWorkspace, create_workspace
 from cariosan_client import ServerClient
 from tests.support.chat import bearer
 from tests.support.server import RunningServer
 from tests.support.webhook_receiver import Received, Receiver, Reply
 
 
+# Tests on `server` (a server of each test's own) send to receivers on loopback, with retries,
+# timeouts and leases shortened by these settings; some also read the process's metrics, stop
+# the server's worker or change every endpoint of the database.
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """The receiver runs on loopback, and retries come fast."""
@@ -132,8 +135,12 @@ async def test_register_list_delete(backend: httpx.AsyncClient, receiver: Receiv
         {"url": "https://example.com/hook"},
     ],
 )
-async def test_invalid_registrations(backend: httpx.AsyncClient, body: dict[str, Any]) -> None:
-    response = await backend.post("/v1/webhooks", json=body)
+async def test_invalid_registrations(shared_server: RunningServer, body: dict[str, Any]) -> None:
+    # Refused whatever the settings (no private address among them): on the server the test
+    # process shares, in a workspace of this test's own.
+    workspace = await create_workspace(shared_server.services.db, "test workspace")
+    async with shared_server.client(headers=bearer(workspace.api_secret)) as backend:
+        response = await backend.post("/v1/webhooks", json=body)
     assert response.status_code in (400, 422), response.text
     assert response.json()["error"]["code"] == "VALIDATION_FAILED"
 
