@@ -256,6 +256,22 @@ async def shared_server(
 
 
 @pytest.fixture
+async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """A server and database of this test's own, on its module's `settings`."""
+    async with start_server(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def shared_or_own_server(request: pytest.FixtureRequest) -> RunningServer:
+    """For suites whose tests share the process's server: that one, or the test's own for a
+    test marked `own_server` (each says why it cannot share)."""
+    marked = request.node.get_closest_marker("own_server") is not None
+    running: RunningServer = request.getfixturevalue("own_server" if marked else "shared_server")
+    return running
+
+
+@pytest.fixture
 async def workspace(server: RunningServer) -> NewWorkspace:
     """A workspace of the running server; `.api_secret` authenticates its backend."""
     return await create_workspace(server.services.db, "test workspace")

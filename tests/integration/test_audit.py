@@ -13,7 +13,7 @@ import pytest
 from cariosan.config import Settings
 from cariosan.domain.workspaces import NewWorkspace, create_workspace, rotate_secret
 from tests.support.chat import bearer, make_user
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer
 from tests.support.webhook_receiver import Receiver
 
 
@@ -23,23 +23,10 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest) -> RunningServer:
+def server(shared_or_own_server: RunningServer) -> RunningServer:
     """The server this process's tests share (each works in a workspace of its own), or one of
-    the test's own for those marked OWN_SERVER."""
-    own = getattr(request, "param", "shared") == "own"
-    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
-    return running
-
-
-@pytest.fixture
-async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
-    """A server and database of this test's own, on this module's settings."""
-    async with start_server(settings) as running:
-        yield running
-
-
-# For the tests that cannot share a server; each says why.
-OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
+    the test's own for those marked `own_server`."""
+    return shared_or_own_server
 
 
 @pytest.fixture
@@ -174,7 +161,7 @@ async def test_admins_read_the_log_and_nobody_else_and_no_other_tenant(
         assert await entries(http) == []
 
 
-@OWN_SERVER  # its webhook receiver is on loopback (webhook_allow_private)
+@pytest.mark.own_server  # its webhook receiver is on loopback (webhook_allow_private)
 async def test_entries_are_webhook_events_that_no_user_receives(
     server: RunningServer,
     workspace: NewWorkspace,

@@ -11,7 +11,6 @@ share one server.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +21,7 @@ from cariosan.config import Settings
 from cariosan.domain.workspaces import NewWorkspace
 from tests.support.chat import backend_client, make_user, user_client
 from tests.support.live import live
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer
 
 NEVER = 3600.0
 PEOPLE = {"alice": "user", "bob": "user", "carol": "user", "mod": "moderator"}
@@ -34,23 +33,10 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest) -> RunningServer:
+def server(shared_or_own_server: RunningServer) -> RunningServer:
     """The server this process's tests share (each works in a workspace of its own), or one of
-    the test's own for those marked OWN_SERVER."""
-    own = getattr(request, "param", "shared") == "own"
-    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
-    return running
-
-
-@pytest.fixture
-async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
-    """A server and database of this test's own, on this module's settings."""
-    async with start_server(settings) as running:
-        yield running
-
-
-# For the tests that cannot share a server; each says why.
-OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
+    the test's own for those marked `own_server`."""
+    return shared_or_own_server
 
 
 @pytest.fixture
@@ -259,7 +245,7 @@ async def test_a_shadow_ban_hides_the_users_messages_from_everyone_else(
         assert hidden in [m["id"] for m in all_of_it]
 
 
-@OWN_SERVER  # sockets closed by the ban, not by a periodic check
+@pytest.mark.own_server  # sockets closed by the ban, not by a periodic check
 async def test_a_workspace_ban_closes_open_sockets_with_4003_and_refuses_new_ones(
     server: RunningServer, tokens: dict[str, str]
 ) -> None:
@@ -416,7 +402,7 @@ async def test_bans_and_unbans_are_in_the_audit_log(
     assert banned_alice["data"]["expires_at"].startswith(until[:19])
 
 
-@OWN_SERVER  # a socket closed by the ban, not by a periodic check
+@pytest.mark.own_server  # a socket closed by the ban, not by a periodic check
 async def test_ban_events_reach_only_those_concerned(
     server: RunningServer, workspace: NewWorkspace, tokens: dict[str, str]
 ) -> None:

@@ -5,7 +5,6 @@ events, and a live stream that ends with `Banned` on close code 4003."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,7 +22,7 @@ from cariosan_client import (
     UserUnbanned,
 )
 from cariosan_client import sync as blocking
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer
 
 
 @pytest.fixture
@@ -32,26 +31,13 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest) -> RunningServer:
+def server(shared_or_own_server: RunningServer) -> RunningServer:
     """The server this process's tests share (each works in a workspace of its own), or one of
-    the test's own for those marked OWN_SERVER."""
-    own = getattr(request, "param", "shared") == "own"
-    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
-    return running
+    the test's own for those marked `own_server`."""
+    return shared_or_own_server
 
 
-@pytest.fixture
-async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
-    """A server and database of this test's own, on this module's settings."""
-    async with start_server(settings) as running:
-        yield running
-
-
-# For the tests that cannot share a server; each says why.
-OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
-
-
-@OWN_SERVER  # its stream must end by the ban, not by a periodic check
+@pytest.mark.own_server  # its stream must end by the ban, not by a periodic check
 async def test_the_async_sdk_bans_lists_and_unbans(
     server: RunningServer, workspace: NewWorkspace
 ) -> None:

@@ -29,14 +29,10 @@ from tests.support.server import RunningServer, start_server
 SECRET = "my password is hunter2"
 
 
-# A test marked so runs on a server of its own, with limits high enough for the many messages
-# it sends in a row and webhooks to loopback allowed, or because it trims the event log of
-# every workspace; the others work in a workspace of their own on the server they all share.
-ON_ITS_OWN_SERVER = pytest.mark.usefixtures("own_server")
-
-
 @pytest.fixture
 async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """For the tests marked `own_server`: limits high enough for the many messages some send in
+    a row, webhooks to loopback allowed; others trim the event log of every workspace."""
     configured = settings.with_overrides(
         limits=Limits(user_messages_per_second=10_000, user_requests_per_minute=1_000_000),
         webhook_allow_private=True,
@@ -46,10 +42,10 @@ async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest) -> RunningServer:
-    name = "own_server" if "own_server" in request.fixturenames else "shared_server"
-    running: RunningServer = request.getfixturevalue(name)
-    return running
+def server(shared_or_own_server: RunningServer) -> RunningServer:
+    """The server this process's tests share (each works in a workspace of its own), or one of
+    the test's own for those marked `own_server`."""
+    return shared_or_own_server
 
 
 @pytest.fixture
@@ -210,7 +206,7 @@ async def test_a_member_who_joins_later_reads_history_but_not_earlier_goings_on(
     assert "old name" not in contents(events)
 
 
-@ON_ITS_OWN_SERVER
+@pytest.mark.own_server
 async def test_a_pending_webhook_body_shows_a_message_deleted_before_delivery_as_deleted(
     server: RunningServer, workspace: NewWorkspace, people: dict[str, str]
 ) -> None:
@@ -238,7 +234,7 @@ async def test_a_pending_webhook_body_shows_a_message_deleted_before_delivery_as
 # ---- bounded log ---------------------------------------------------------------------------
 
 
-@ON_ITS_OWN_SERVER
+@pytest.mark.own_server
 async def test_a_position_older_than_the_kept_log_is_told_to_resync(
     server: RunningServer, people: dict[str, str]
 ) -> None:
@@ -271,7 +267,7 @@ async def test_a_position_older_than_the_kept_log_is_told_to_resync(
         assert event["seq"] == 6 and event["message"]["text"] == "live again"
 
 
-@ON_ITS_OWN_SERVER
+@pytest.mark.own_server
 async def test_retention_keeps_recent_events_and_unfinished_deliveries(
     server: RunningServer, workspace: NewWorkspace, people: dict[str, str]
 ) -> None:
@@ -293,7 +289,7 @@ async def test_retention_keeps_recent_events_and_unfinished_deliveries(
         assert len(listed.json()["deliveries"]) == 2
 
 
-@ON_ITS_OWN_SERVER
+@pytest.mark.own_server
 async def test_a_page_ends_at_its_byte_budget_and_says_there_is_more(
     server: RunningServer, workspace: NewWorkspace, people: dict[str, str]
 ) -> None:
@@ -314,7 +310,7 @@ async def test_a_page_ends_at_its_byte_budget_and_says_there_is_more(
     assert len(first["events"]) + len(rest) == count + 1  # the messages and channel.created
 
 
-@ON_ITS_OWN_SERVER
+@pytest.mark.own_server
 async def test_both_ways_of_reading_a_users_events_agree(
     server: RunningServer,
     workspace: NewWorkspace,
@@ -412,7 +408,7 @@ async def test_an_open_write_transaction_elsewhere_does_not_hold_events_back(
         await blocker.close()
 
 
-@ON_ITS_OWN_SERVER
+@pytest.mark.own_server
 async def test_the_python_sdk_turns_an_expired_position_into_a_resync(
     server: RunningServer, people: dict[str, str]
 ) -> None:
@@ -439,7 +435,7 @@ async def test_the_python_sdk_turns_an_expired_position_into_a_resync(
             assert event.message.id == sent["id"] and event.seq == 3
 
 
-@ON_ITS_OWN_SERVER
+@pytest.mark.own_server
 async def test_unread_counts_stop_at_a_hundred(
     server: RunningServer, people: dict[str, str]
 ) -> None:

@@ -51,23 +51,10 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest) -> RunningServer:
+def server(shared_or_own_server: RunningServer) -> RunningServer:
     """The server this process's tests share (each works in a workspace of its own), or one of
-    the test's own for those marked OWN_SERVER."""
-    own = getattr(request, "param", "shared") == "own"
-    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
-    return running
-
-
-@pytest.fixture
-async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
-    """A server and database of this test's own, on this module's settings."""
-    async with start_server(settings) as running:
-        yield running
-
-
-# For the tests that cannot share a server; each says why.
-OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
+    the test's own for those marked `own_server`."""
+    return shared_or_own_server
 
 
 @pytest.fixture
@@ -317,7 +304,7 @@ async def test_resolving_dismiss_and_delete_message_closes_flags_with_audit_entr
     assert removal["entries"][0]["reason"] == "abuse confirmed"
 
 
-@OWN_SERVER  # its webhook receiver is on loopback (webhook_allow_private)
+@pytest.mark.own_server  # its webhook receiver is on loopback (webhook_allow_private)
 async def test_message_flagged_reaches_moderators_and_webhooks_once_and_nobody_else(
     server: RunningServer,
     tokens: dict[str, str],

@@ -6,7 +6,6 @@ import asyncio
 import gc
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -22,23 +21,10 @@ from tests.support.server import RunningServer, start_server
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest) -> RunningServer:
+def server(shared_or_own_server: RunningServer) -> RunningServer:
     """The server this process's tests share (each works in a workspace of its own), or one of
-    the test's own for those marked OWN_SERVER."""
-    own = getattr(request, "param", "shared") == "own"
-    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
-    return running
-
-
-@pytest.fixture
-async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
-    """A server and database of this test's own."""
-    async with start_server(settings) as running:
-        yield running
-
-
-# For the tests that cannot share a server; each says why.
-OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
+    the test's own for those marked `own_server`."""
+    return shared_or_own_server
 
 
 async def test_healthz_and_readyz(server: RunningServer) -> None:
@@ -123,7 +109,7 @@ async def test_every_response_has_a_request_id(server: RunningServer) -> None:
     assert refused.headers["x-request-id"] != "bad id\twith spaces"
 
 
-@OWN_SERVER  # exact request counts in the process-wide metrics, which other tests bump
+@pytest.mark.own_server  # exact request counts in the process-wide metrics, which other tests bump
 async def test_metrics_are_labelled_by_route_template(
     server: RunningServer, workspace: NewWorkspace
 ) -> None:

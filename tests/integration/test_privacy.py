@@ -42,13 +42,6 @@ async def server(shared_server: RunningServer) -> RunningServer:
     return shared_server
 
 
-@pytest.fixture
-async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
-    """A server of this test's own, for a test that breaks a part of it for a while."""
-    async with start_server(settings) as running:
-        yield running
-
-
 @dataclass
 class World:
     server: RunningServer

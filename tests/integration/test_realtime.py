@@ -50,23 +50,10 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest) -> RunningServer:
+def server(shared_or_own_server: RunningServer) -> RunningServer:
     """The server this process's tests share (each works in a workspace of its own), or one of
-    the test's own for those marked OWN_SERVER."""
-    own = getattr(request, "param", "shared") == "own"
-    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
-    return running
-
-
-@pytest.fixture
-async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
-    """A server and database of this test's own, on this module's settings."""
-    async with start_server(settings) as running:
-        yield running
-
-
-# For the tests that cannot share a server; each says why.
-OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
+    the test's own for those marked `own_server`."""
+    return shared_or_own_server
 
 
 @pytest.fixture
@@ -117,7 +104,7 @@ async def test_resume_replays_exactly_the_missed_events_then_continues_live(
     assert seqs == sorted(seqs) and seqs[0] > last and len(set(seqs)) == 6
 
 
-@OWN_SERVER  # a burst of 60 messages needs the room above
+@pytest.mark.own_server  # a burst of 60 messages needs the room above
 async def test_resume_while_messages_keep_flowing_has_no_gap_and_no_duplicate(
     server: RunningServer, people: dict[str, str]
 ) -> None:
@@ -216,7 +203,7 @@ async def test_a_flooding_client_is_closed_with_4008(
         assert await bob.close_code() == 4008
 
 
-@OWN_SERVER  # resizes the hub's queue and reads a process-wide metric total
+@pytest.mark.own_server  # resizes the hub's queue and reads a process-wide metric total
 async def test_a_slow_consumer_is_closed_without_delaying_the_others(
     server: RunningServer, people: dict[str, str]
 ) -> None:

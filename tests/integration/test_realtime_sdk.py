@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -32,7 +31,7 @@ from cariosan_client import (
     UnknownEvent,
 )
 from tests.support.chat import backend_client, make_user
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer
 
 
 @pytest.fixture
@@ -44,23 +43,10 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest) -> RunningServer:
+def server(shared_or_own_server: RunningServer) -> RunningServer:
     """The server this process's tests share (each works in a workspace of its own), or one of
-    the test's own for those marked OWN_SERVER."""
-    own = getattr(request, "param", "shared") == "own"
-    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
-    return running
-
-
-@pytest.fixture
-async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
-    """A server and database of this test's own, on this module's settings."""
-    async with start_server(settings) as running:
-        yield running
-
-
-# For the tests that cannot share a server; each says why.
-OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
+    the test's own for those marked `own_server`."""
+    return shared_or_own_server
 
 
 async def _collect(events: LiveEvents, count: int, into: list[MessageNew]) -> None:
@@ -88,7 +74,7 @@ async def _drop(server: RunningServer, user_id: str) -> None:
     raise AssertionError(f"{user_id} did not reconnect")
 
 
-@OWN_SERVER  # a burst of 60 messages needs the room above
+@pytest.mark.own_server  # a burst of 60 messages needs the room above
 async def test_connect_survives_dropped_connections_without_loss_or_duplicate(
     server: RunningServer, workspace: NewWorkspace
 ) -> None:

@@ -36,23 +36,10 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest) -> RunningServer:
+def server(shared_or_own_server: RunningServer) -> RunningServer:
     """The server this process's tests share (each works in a workspace of its own), or one of
-    the test's own for those marked OWN_SERVER."""
-    own = getattr(request, "param", "shared") == "own"
-    running: RunningServer = request.getfixturevalue("own_server" if own else "shared_server")
-    return running
-
-
-@pytest.fixture
-async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
-    """A server and database of this test's own, on this module's settings."""
-    async with start_server(settings) as running:
-        yield running
-
-
-# For the tests that cannot share a server; each says why.
-OWN_SERVER = pytest.mark.parametrize("server", ["own"], indirect=True)
+    the test's own for those marked `own_server`."""
+    return shared_or_own_server
 
 
 @pytest.fixture
@@ -99,7 +86,7 @@ async def _ws_refused(server: RunningServer, token: str) -> int | None:
     return None
 
 
-@OWN_SERVER  # a socket closed by the revocation, not by a periodic check
+@pytest.mark.own_server  # a socket closed by the revocation, not by a periodic check
 async def test_revoke_tokens_refuses_older_tokens_on_rest_and_websocket_and_accepts_new_ones(
     server: RunningServer, workspace: NewWorkspace, people: dict[str, str]
 ) -> None:
@@ -160,7 +147,7 @@ async def test_a_token_minted_in_the_same_second_is_refused_before_the_revoke_an
     assert (await _me_status(server, after))[0] == 200
 
 
-@OWN_SERVER  # a socket closed by the deletion, not by a periodic check
+@pytest.mark.own_server  # a socket closed by the deletion, not by a periodic check
 async def test_anonymizing_a_user_closes_its_socket_and_a_recreated_user_inherits_no_token(
     server: RunningServer, workspace: NewWorkspace, people: dict[str, str]
 ) -> None:
@@ -181,7 +168,7 @@ async def test_anonymizing_a_user_closes_its_socket_and_a_recreated_user_inherit
     assert (await _me_status(server, await _mint(server, workspace, "alice")))[0] == 200
 
 
-@OWN_SERVER  # a socket closed by the deletion, not by a periodic check
+@pytest.mark.own_server  # a socket closed by the deletion, not by a periodic check
 async def test_a_hard_delete_closes_the_socket_and_tells_the_remaining_members(
     server: RunningServer, workspace: NewWorkspace, people: dict[str, str]
 ) -> None:
@@ -259,7 +246,7 @@ async def test_the_periodic_check_closes_sockets_whose_revocation_notice_was_los
         assert (await bob_live.next())["type"] == "pong"
 
 
-@OWN_SERVER  # retires the JWT secret every server on its database signs with
+@pytest.mark.own_server  # retires the JWT secret every server on its database signs with
 async def test_a_newer_secret_retires_older_ones_but_a_stale_configuration_retires_nothing(
     server: RunningServer,
 ) -> None:

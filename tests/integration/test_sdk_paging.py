@@ -17,11 +17,6 @@ from tests.support.server import RunningServer, start_server
 T = TypeVar("T")
 
 
-# A test marked so runs on a server of its own with this module's settings (webhooks to
-# loopback); the others work in a workspace of their own on the server they all share.
-ON_ITS_OWN_SERVER = pytest.mark.usefixtures("own_server")
-
-
 @pytest.fixture
 async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
     # Webhooks to a loopback port nobody listens on: deliveries stay in the list, pending.
@@ -30,10 +25,10 @@ async def own_server(settings: Settings) -> AsyncIterator[RunningServer]:
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest) -> RunningServer:
-    name = "own_server" if "own_server" in request.fixturenames else "shared_server"
-    running: RunningServer = request.getfixturevalue(name)
-    return running
+def server(shared_or_own_server: RunningServer) -> RunningServer:
+    """The server this process's tests share (each works in a workspace of its own), or one of
+    the test's own for those marked `own_server`."""
+    return shared_or_own_server
 
 
 async def collect(items: AsyncIterator[T]) -> list[T]:
@@ -110,7 +105,7 @@ async def test_events_are_walked_until_caught_up(alice: ChatClient) -> None:
     assert [e.seq for e in later] == [e.seq for e in everything[3:]]
 
 
-@ON_ITS_OWN_SERVER
+@pytest.mark.own_server
 async def test_webhook_deliveries_follow_the_cursor(
     backend: ServerClient, alice: ChatClient
 ) -> None:
