@@ -16,6 +16,7 @@ import pytest
 from cariosan.config import Limits, Settings
 from cariosan.db import schema
 from cariosan.domain.workspaces import NewWorkspace, create_workspace
+from tests.ordering import kind_of, spread_heavy
 from tests.services.provision import PostgresService
 from tests.support.server import RunningServer, start_server
 
@@ -24,18 +25,23 @@ pytest_plugins = ["tests.services.plugin"]
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 
 
-_KINDS = ("unit", "integration", "fuzz", "system")
-
-
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its kind, from its folder (tests/unit, integration, fuzz, system), so
-    that `pytest -m "unit or integration"` (`make test-fast`) picks the quick ones."""
+    that `pytest -m "unit or integration"` picks the quick ones (before `-m` deselects)."""
     for item in items:
-        parts = item.path.parts
-        for kind in _KINDS:
-            if kind in parts:
-                item.add_marker(kind)
-                break
+        kind = kind_of(item)
+        if kind is not None:
+            item.add_marker(kind)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under pytest-xdist, the order its scheduler deals the tests out in (tests/ordering.py),
+    set before the worker reports its collection."""
+    workerinput = getattr(session.config, "workerinput", None)
+    if workerinput is not None:
+        spread_heavy(session.items, int(workerinput["workercount"]))
 
 
 def with_database(dsn: str, name: str) -> str:

@@ -32,12 +32,17 @@ MAX_EXAMPLES = int(os.environ.get("CARIOS_FUZZ_EXAMPLES", "25"))
 PHASES = os.environ.get("CARIOS_FUZZ_PHASES", "examples,coverage,fuzzing")
 
 
-# The operations in three parts, each fuzzed by a test of its own, so that parallel test
+# The operations in four parts, each fuzzed by a test of its own, so that parallel test
 # workers share the work: (schemathesis option, tag) pairs; the last part is everything else.
 PARTS = {
     "channels": [("--include-tag", "channels")],
     "messages": [("--include-tag", "messages")],
-    "the rest": [("--exclude-tag", "channels"), ("--exclude-tag", "messages")],
+    "moderation": [("--include-tag", "moderation")],
+    "the rest": [
+        ("--exclude-tag", "channels"),
+        ("--exclude-tag", "messages"),
+        ("--exclude-tag", "moderation"),
+    ],
 }
 
 
