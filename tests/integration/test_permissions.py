@@ -10,6 +10,7 @@ prints the same table.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -320,39 +321,45 @@ def test_a_dm_has_no_owner_or_channel_moderator_cells() -> None:
 async def test_the_api_allows_exactly_what_the_table_says(
     server: RunningServer, workspace: NewWorkspace, action: Action
 ) -> None:
-    tokens = {user: await make_user(server, workspace, user, role=r) for user, r in USERS.items()}
-    world = World(server, workspace, tokens)
+    made = await asyncio.gather(
+        *(make_user(server, workspace, user, role=r) for user, r in USERS.items())
+    )
+    world = World(server, workspace, dict(zip(USERS, made, strict=True)))
     scopes = list(TABLE[action])
     covered: set[tuple[str, Who]] = set()
     mismatches: list[str] = []
+
+    async def check_scope(backend: httpx.AsyncClient, scope: str) -> None:
+        channel_type = "group" if scope == WORKSPACE else scope
+        fresh = None
+        for persona in _personas(action, channel_type):
+            # A refused call changes nothing, so the next persona may use the same channel.
+            fresh = fresh or await world.channel(backend, channel_type)
+            channel, message, people = fresh
+            user = None if persona.user is None else people[persona.user]
+            async with world.client(user) as http:
+                case = Case(http, backend, channel, channel_type, message, persona, people)
+                await _prepare(case, action)
+                response = await PERFORMERS[action](case)
+            expected = permissions.allowed(action, scope, persona.capacities)
+            if response.status_code >= 500:
+                mismatches.append(f"{scope}/{persona.who}: {response.status_code}")
+            elif (response.status_code < 300) != expected:
+                mismatches.append(
+                    f"{scope}/{persona.who} (holds {sorted(persona.capacities)}): "
+                    f"expected {'allowed' if expected else 'refused'}, got "
+                    f"{response.status_code} {response.text[:160]}"
+                )
+            elif not expected:
+                # Refused as forbidden, or as not found to someone who may not see it.
+                assert response.status_code in (403, 404), response.text
+            if response.status_code < 300 or action == Action.MEMBER_LEAVE:
+                fresh = None
+            covered.update((scope, who) for who in persona.capacities)
+
+    # The scopes (channel types) use channels of their own: checked side by side.
     async with world.client(None) as backend:
-        for scope in scopes:
-            channel_type = "group" if scope == WORKSPACE else scope
-            fresh = None
-            for persona in _personas(action, channel_type):
-                # A refused call changes nothing, so the next persona may use the same channel.
-                fresh = fresh or await world.channel(backend, channel_type)
-                channel, message, people = fresh
-                user = None if persona.user is None else people[persona.user]
-                async with world.client(user) as http:
-                    case = Case(http, backend, channel, channel_type, message, persona, people)
-                    await _prepare(case, action)
-                    response = await PERFORMERS[action](case)
-                expected = permissions.allowed(action, scope, persona.capacities)
-                if response.status_code >= 500:
-                    mismatches.append(f"{scope}/{persona.who}: {response.status_code}")
-                elif (response.status_code < 300) != expected:
-                    mismatches.append(
-                        f"{scope}/{persona.who} (holds {sorted(persona.capacities)}): "
-                        f"expected {'allowed' if expected else 'refused'}, got "
-                        f"{response.status_code} {response.text[:160]}"
-                    )
-                elif not expected:
-                    # Refused as forbidden, or as not found to someone who may not see it.
-                    assert response.status_code in (403, 404), response.text
-                if response.status_code < 300 or action == Action.MEMBER_LEAVE:
-                    fresh = None
-                covered |= {(scope, who) for who in persona.capacities}
+        await asyncio.gather(*(check_scope(backend, scope) for scope in scopes))
     assert not mismatches, "\n".join(mismatches)
     # Every cell of the row was held by some persona (dm has no owner or channel moderator).
     for scope in scopes:
