@@ -310,8 +310,10 @@ async def test_a_thousand_connected_clients_all_receive_a_message(
                     return True
             return False
 
+        # Live from `connection.ready` on (what came before is for `resume`): under load the
+        # server may send it seconds after the handshake, so wait for it rather than a while.
+        await asyncio.gather(*(_ready(s) for s in sockets))
         waiting = [asyncio.create_task(receive(s)) for s in sockets]
-        await asyncio.sleep(2)  # every connection is live (past the resume grace)
         async with tenant.http(names[0]) as sender:
             sent = await sender.post(f"/v1/channels/{channel}/messages", json={"text": "to all"})
             assert sent.status_code == 201
@@ -346,7 +348,7 @@ async def _workers_scenario(env: dict[str, str], url: str) -> None:
         for name in names
     ]
     try:
-        await asyncio.sleep(1.5)
+        await asyncio.gather(*(_ready(s) for s in sockets))
         async with tenant.http(names[0]) as sender:
             for i in range(3):
                 sent = await sender.post(f"/v1/channels/{channel}/messages", json={"text": f"k{i}"})
@@ -364,6 +366,14 @@ async def _workers_scenario(env: dict[str, str], url: str) -> None:
         assert received == [["k0", "k1", "k2"]] * len(names)
     finally:
         await asyncio.gather(*(s.close() for s in sockets), return_exceptions=True)
+
+
+async def _ready(socket: Any) -> None:
+    """Read the socket's `connection.ready`, and start its live events at once (without a first
+    frame they are held back for a second, in case the client resumes)."""
+    frame = json.loads(await asyncio.wait_for(socket.recv(), 60))
+    assert frame["type"] == "connection.ready", frame
+    await socket.send('{"type":"ping"}')
 
 
 async def _presence(client: LiveClient, timeout: float) -> dict[str, Any]:
