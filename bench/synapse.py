@@ -51,7 +51,7 @@ from urllib.parse import quote, urlsplit
 
 import asyncpg
 import httpx
-from tests.services.provision import provide_postgres
+from tests.services.provision import provide_postgres, terminate
 
 from bench.figures import Run, median
 from bench.harness import admin, database_dsn
@@ -247,17 +247,6 @@ def _log_tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
 @contextlib.contextmanager
 def synapse(
     cache: Path = CACHE, *, keep_database: bool = False, reuse_database: str | None = None
@@ -309,7 +298,7 @@ def synapse(
         yield handle
     finally:
         if process is not None:
-            _stop(process)
+            terminate(process)
         if keep_database or reuse_database is not None:
             _say(
                 f"kept database {name} (again: --reuse-database {name};"

@@ -250,7 +250,7 @@ def start_redis_server(binary: Path | None = None) -> RedisService:
                 return RedisService(url, f"{binary} (port {port})", stop)
             time.sleep(0.05)
         problem = _tail(log_path) or _tail(workdir / "redis.out") or "no output"
-        _terminate(proc)
+        terminate(proc)
         if "already in use" not in problem:
             break
     shutil.rmtree(workdir, ignore_errors=True)
@@ -377,7 +377,7 @@ def start_weed(binary: Path | None = None) -> S3Service:
                 last = found
             time.sleep(0.1)
         alive = proc.poll() is None
-        _terminate(proc)
+        terminate(proc)
         problem = _tail(workdir / "weed.out") if not alive else f"S3 port: {last}"
         # A port taken between picking and binding: weed says so in one of two ways.
         taken = ("address already in use", "port allocation failed")
@@ -464,7 +464,7 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
+def terminate(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -478,7 +478,7 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
 def _stopper(proc: subprocess.Popen[bytes], workdir: Path) -> Callable[[], None]:
     def stop() -> None:
         try:
-            _terminate(proc)
+            terminate(proc)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
