@@ -77,6 +77,11 @@ def sql_literal(value: Any) -> str:
 
 
 def _value_sql(value: Any, roles: Roles) -> str:
+    # An array of sends (the batched send statement, one send captured): each element in turn.
+    if isinstance(value, list | tuple) and value:
+        items = [_value_sql(v, roles) for v in value]
+        if any(item != sql_literal(v) for item, v in zip(items, value, strict=True)):
+            return "ARRAY[" + ", ".join(items) + "]"
     # Checked by identity of meaning, not position: a statement may pass a value twice.
     if isinstance(value, uuid.UUID) and value == roles.workspace_id:
         return ":ws"

@@ -22,6 +22,7 @@ from cariosan.db.pool import Database, DatabaseUnreachable
 from cariosan.domain.attachments import CleanupJob
 from cariosan.domain.jwt_keys import KeyRing
 from cariosan.domain.ratelimit import AuthFailures
+from cariosan.domain.send_batch import SendBatcher
 from cariosan.ephemeral import EphemeralStore, open_ephemeral
 from cariosan.jobs.retention import RetentionJob
 from cariosan.jobs.sequencer import Sequencer
@@ -78,6 +79,8 @@ class Services:
         )
         # Gives committed events their seq and wakes live delivery (started at boot).
         self.sequencer = Sequencer(lambda: self.db, self.bus, self.metrics)
+        # Group commit of the common send (domain/send_batch.py).
+        self.sends = SendBatcher(lambda: self.db)
         self.sockets = SocketQuota(settings.limits.max_sockets_per_user)
         redis_client = redis_bus.client if redis_bus is not None else None
         self.typing = TypingRelay(self.bus, redis_client, settings.redis_prefix)

@@ -40,6 +40,21 @@ def test_varying_values_become_variables_and_constants_literals() -> None:
     )
 
 
+def test_arrays_of_one_send_become_arrays_of_its_variables() -> None:
+    # The batched send statement takes one array per column; a captured send fills each with
+    # one element, and a constant array stays a literal.
+    statement = Statement(
+        "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], "
+        "$6::text[])",
+        ([WS], [MID], ["1000000"], ["3000000"], ["captured send"], ["{}"]),
+    )
+    assert pgbench_statement(statement, ROLES) == (
+        f"SELECT * FROM unnest(ARRAY[:ws]::uuid[], ARRAY[{MESSAGE_ID_SQL}]::uuid[], "
+        "ARRAY[:channel]::text[], ARRAY[:user]::text[], ARRAY['pgbench']::text[], "
+        """'{"{}"}'::text[]);"""
+    )
+
+
 def test_placeholders_past_nine_are_not_read_as_their_first_digit() -> None:
     args = tuple(range(1, 12))
     query = "SELECT " + ", ".join(f"${i}" for i in range(11, 0, -1))

@@ -23,6 +23,7 @@ from cariosan.domain.auth import Caller
 from cariosan.domain.custom_data import storable_text, valid_data
 from cariosan.domain.ids import customer_id, server_id, time_ordered_id
 from cariosan.domain.permissions import Action
+from cariosan.domain.send_batch import SendBatcher
 from cariosan.domain.views import AttachmentRef, MessageView, to_payload
 from cariosan.errors import Conflict, NotFound, ValidationFailed
 
@@ -136,6 +137,7 @@ async def message_access(
 
 async def post_message(
     database: Database,
+    sends: SendBatcher,
     blobs: BlobStore,
     limits: Limits,
     caller: Caller,
@@ -161,6 +163,16 @@ async def post_message(
     text = valid_text(draft.text, limits, allow_empty=bool(draft.attachment_ids))
     mentions = _valid_mentions(draft.mentions)
     valid_data(draft.data, limits)
+    if parent_id is None and not mentions and not draft.attachment_ids:
+        # Most sends: one statement, shared with concurrent ones (domain/send_batch.py). When it
+        # does not apply, nothing was written and the general path below answers.
+        plain = await sends.send(
+            rows.PlainSend(
+                caller.workspace_id, message_id, channel_id, caller.require_user(), text, draft.data
+            )
+        )
+        if plain is not None:
+            return message_view(plain), True
     # The store is asked (and the files copied) first: no network call while the send holds
     # row locks. What the transaction did not use is removed after it, committed or not.
     seals = await attachments.seal_uploads(

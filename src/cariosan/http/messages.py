@@ -65,6 +65,7 @@ async def send_message(
     """Send a message (201). Sending the same `id` again returns the original with 200."""
     view, created = await messages.post_message(
         services.db,
+        services.sends,
         services.blobs,
         services.settings.limits,
         caller,
