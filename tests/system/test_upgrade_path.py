@@ -232,6 +232,8 @@ SEEDS: dict[int, tuple[Seed, str] | None] = {
     13: (_seed_pins_slow_mode, "messages"),
     # Indexes only (the user directory and the user's rows for exports and hard deletes).
     14: None,
+    # A function only (the common send, db/messages.send_plain_batch): no table or column.
+    15: None,
 }
 
 

@@ -365,7 +365,8 @@ class PlainSend:
     data: dict[str, Any]
 
 
-# The common send, several at once in one statement: a member without a ban posts a top-level
+# The common send, several at once in one statement (the function cariosan_send_plain of
+# migration 0015, which keeps one generic plan of it): a member without a ban posts a top-level
 # message without mentions or attachments into a channel neither frozen nor in slow mode.
 # Access, the messages, their events and the channels' last messages are one round trip and, as
 # one statement, one implicit transaction: one commit for the lot, and each channel row locked
@@ -373,63 +374,13 @@ class PlainSend:
 # in key order, so that two batches over the same channels never deadlock on them. A send that
 # does not qualify inserts nothing, and its caller takes the general path, which gives the
 # exact answer (NOT_FOUND, FORBIDDEN, slow mode, the original of a repeated id).
-_SEND_PLAIN = f"""
-WITH wanted AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
-        AS w (workspace_id, id, channel_id, user_id, text, data)
-),
-access AS (
-    SELECT w.* FROM wanted w
-    JOIN channels c ON c.workspace_id = w.workspace_id AND c.id = w.channel_id
-    JOIN channel_members cm
-      ON cm.workspace_id = w.workspace_id AND cm.channel_id = w.channel_id
-     AND cm.user_id = w.user_id
-    WHERE c.deleted_at IS NULL AND NOT c.frozen AND c.cooldown_seconds <= 0
-      AND NOT EXISTS (
-          SELECT 1 FROM bans b
-          WHERE b.workspace_id = w.workspace_id AND b.user_id = w.user_id
-            AND coalesce(b.channel_id, '') IN ('', w.channel_id)
-            AND (b.expires_at IS NULL OR b.expires_at > now())
-      )
-),
-ins AS (
-    INSERT INTO messages AS m
-        (workspace_id, id, channel_id, user_id, text, parent_id, mentions, data,
-         attachment_ids, shadow)
-    SELECT a.workspace_id, a.id, a.channel_id, a.user_id, a.text, NULL, '{{}}'::text[],
-           a.data::jsonb, '{{}}'::uuid[], false
-    FROM access a ORDER BY a.workspace_id, a.id
-    ON CONFLICT (workspace_id, id) DO NOTHING
-    RETURNING {_COLUMNS}
-),
-event AS (
-    INSERT INTO events
-        (workspace_id, seq, type, channel_id, user_id, payload, message_id, actor_id, audience)
-    SELECT i.workspace_id, -nextval('event_provisional_seq'), 'message.new', i.channel_id, NULL,
-           '{{}}'::jsonb, i.id, i.user_id, NULL
-    FROM (SELECT * FROM ins ORDER BY workspace_id, created_at, id) i
-),
-newest AS (
-    SELECT DISTINCT ON (workspace_id, channel_id) workspace_id, channel_id, id, created_at
-    FROM ins ORDER BY workspace_id, channel_id, created_at DESC, id DESC
-),
-locked AS MATERIALIZED (
-    SELECT c.workspace_id, c.id FROM channels c
-    WHERE (c.workspace_id, c.id) IN (SELECT workspace_id, channel_id FROM newest)
-    ORDER BY c.workspace_id, c.id
-    FOR UPDATE
-),
-moved AS (
-    UPDATE channels c SET last_message_id = n.id, last_message_at = n.created_at
-    FROM newest n JOIN locked l ON l.workspace_id = n.workspace_id AND l.id = n.channel_id
-    WHERE c.workspace_id = n.workspace_id AND c.id = n.channel_id
-      AND (c.last_message_at IS NULL
-           OR (c.last_message_at, c.last_message_id) < (n.created_at, n.id))
-)
-SELECT ins.*, '{{}}'::jsonb AS reactions, '{{}}'::text[] AS own_reactions,
+_SEND_PLAIN = """
+SELECT s.*, '{}'::jsonb AS reactions, '{}'::text[] AS own_reactions,
        '[]'::jsonb AS attachments, false AS muted
-FROM ins
-"""  # noqa: S608 (constant SQL fragments, values are parameters)
+FROM cariosan_send_plain(
+    $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[]
+) s
+"""
 
 
 async def send_plain_batch(
