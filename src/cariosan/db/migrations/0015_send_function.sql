@@ -3,7 +3,8 @@
 -- prepared statement, it was planned anew on every call: with its arrays' lengths known, every
 -- custom plan looked cheaper than the generic one, so PostgreSQL never switched. Measured on
 -- the reference machine, the statement cost the backend 0.9-1.4 ms of CPU per call that way,
--- and 0.23-0.28 ms with the generic plan.
+-- and 0.23-0.28 ms with the generic plan. Never changed in place (docs/operations.md,
+-- Rollback): a release that needs another body adds a function under a new name.
 CREATE OR REPLACE FUNCTION cariosan_send_plain(
     p_workspace_ids uuid[], p_ids uuid[], p_channel_ids text[], p_user_ids text[],
     p_texts text[], p_data text[]
