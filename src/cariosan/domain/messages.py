@@ -148,7 +148,7 @@ async def post_message(
     original (created False), also when both requests race. The per-user burst limit on
     messages is counted with the request itself (`ratelimit.check_request`, `sends_message`),
     in the same round trip to the store."""
-    caller.require_user()  # before any work: only users send
+    user_id = caller.require_user()  # before any work: only users send
     customer_id("channel_id", channel_id)
     message_id = (
         time_ordered_id()
@@ -167,9 +167,7 @@ async def post_message(
         # Most sends: one statement, shared with concurrent ones (domain/send_batch.py). When it
         # does not apply, nothing was written and the general path below answers.
         plain = await sends.send(
-            rows.PlainSend(
-                caller.workspace_id, message_id, channel_id, caller.require_user(), text, draft.data
-            )
+            rows.PlainSend(caller.workspace_id, message_id, channel_id, user_id, text, draft.data)
         )
         if plain is not None:
             return message_view(plain), True
