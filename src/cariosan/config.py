@@ -96,6 +96,11 @@ class Settings:
     # under the server's max_connections (100 by default), with room for backups and psql.
     database_pool_size: int = 20
     limits: Limits = field(default_factory=Limits)
+    # Agree to permessage-deflate with WebSocket clients that ask for it. Off by default: each
+    # socket then compresses every event on its own (an event to 5,000 sockets is 5,000
+    # compressions, and each socket keeps its own compression state), where without it the
+    # gateway builds an event's frame once for all (realtime/wire.py).
+    ws_compression: bool = False
     # Webhooks may target private, loopback and link-local addresses (tests, trusted networks).
     webhook_allow_private: bool = False
     webhook_schedule: tuple[float, ...] = WEBHOOK_SCHEDULE
@@ -365,6 +370,7 @@ def load_settings(
         database_wait_seconds=float(_int(env, "CARIOS_DATABASE_WAIT_SECONDS", 30, minimum=0)),
         database_pool_size=_int(env, "CARIOS_DATABASE_POOL_SIZE", 20, minimum=2),
         limits=limits,
+        ws_compression=_bool(env, "CARIOS_WS_COMPRESSION", False),
         webhook_allow_private=_bool(env, "CARIOS_WEBHOOK_ALLOW_PRIVATE", False),
         webhook_schedule=_schedule(env, "CARIOS_WEBHOOK_SCHEDULE"),
         event_retention_seconds=_duration(

@@ -35,11 +35,15 @@ def uvicorn_options(
     options: dict[str, Any] = {
         # A request's head and body must arrive in time (slowloris).
         "http": WORKER_PROTOCOL if workers else http_protocol(read_seconds),
+        # uvicorn's sans-I/O WebSocket protocol, letting the gateway write an event's frame,
+        # built once, to every socket (realtime/wire.py). By path: workers unpickle it.
+        "ws": "cariosan.realtime.wire:FrameWriterProtocol",
         "timeout_keep_alive": settings.limits.http_keepalive_seconds,
         # The WebSocket layer refuses a bigger frame from its header (close 1009), unread.
         "ws_max_size": settings.limits.ws_max_frame_bytes,
         # Frames queued unread per socket (uvicorn's default is 32 of up to ws_max_size).
         "ws_max_queue": 8,
+        "ws_per_message_deflate": settings.ws_compression,
     }
     if heartbeat:
         options.update(WEBSOCKET_HEARTBEAT)

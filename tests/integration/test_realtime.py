@@ -360,3 +360,38 @@ async def test_concurrent_writers_committing_out_of_order_reach_a_live_client_ex
     assert sorted((e["w"], e["i"]) for e in got) == [
         (n, i) for n in range(writers) for i in range(per_writer)
     ]
+
+
+@pytest.mark.parametrize("compression", [False, True])
+async def test_deflate_is_agreed_only_when_the_server_allows_it(
+    settings: Settings, compression: bool
+) -> None:
+    """Browsers ask for permessage-deflate. By default the server declines it, and every socket
+    gets the frames the gateway builds once per event; with CARIOS_WS_COMPRESSION each socket
+    compresses its own. Either way the client gets the same events, pongs and typing."""
+    async with start_server(settings.with_overrides(ws_compression=compression)) as running:
+        workspace = await create_workspace(running.services.db, "deflate")
+        tokens = {name: await make_user(running, workspace, name) for name in ("alice", "bob")}
+        channel = await _channel(running, tokens["alice"], ["bob"])
+        big = "y" * 3000  # a frame with a 16-bit length, and worth compressing
+        async with (
+            live(running.url, tokens["bob"], compression="deflate") as bob,
+            live(running.url, tokens["alice"], compression="deflate") as alice,
+            user_client(running, tokens["alice"]) as http,
+        ):
+            assert bob.socket.response is not None
+            agreed = bob.socket.response.headers.get("Sec-WebSocket-Extensions", "")
+            assert ("permessage-deflate" in agreed) is compression
+            # Shared frames (realtime/wire.py) exactly for the sockets without compression.
+            writers = {c.user_id: c.writer is not None for c in running.services.hub.connections}
+            assert writers == {"alice": not compression, "bob": not compression}
+            for i in range(5):
+                await _send(http, channel, f"{i} {big}")
+            events = await bob.events(5, types=("message.new",))
+            await alice.send({"type": "typing.start", "channel_id": channel})
+            typing = await _next_of(bob, "typing.start")
+            await bob.send({"type": "ping"})
+            pong = await _next_of(bob, "pong")
+    assert _texts(events) == [f"{i} {big}" for i in range(5)]
+    assert typing["user_id"] == "alice"
+    assert pong == {"type": "pong"}

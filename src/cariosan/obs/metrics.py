@@ -61,7 +61,9 @@ class Metrics:
         )
         self.ws_fanout_latency = Histogram(
             "cariosan_ws_fanout_latency_seconds",
-            "From an event's write (its transaction) to its live send on a WebSocket.",
+            "From an event's write (its transaction) to its hand-off to this process's "
+            "WebSockets: once per event for the sockets written at once, once per frame for a "
+            "socket that had it queued.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry,
         )

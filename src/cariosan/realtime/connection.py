@@ -5,6 +5,11 @@ goes out). While the connection waits for its first frame, or replays a `resume`
 are held back and released afterwards, so the seam between catch-up and live has neither a gap
 nor a duplicate. A client that does not keep up overflows its queue and is closed with
 `TOO_SLOW`: it reconnects and resumes from its last seq, and nobody else waits for it.
+
+With a `writer` (realtime/wire.py), a frame is written to the socket's transport at once when
+nothing is queued before it and the transport's buffer is below its high-water mark; otherwise
+it is queued, and the gateway's send task writes the queue in order as the buffer drains. So the
+order of frames never changes, and the fan-out of one event costs no task switch per socket.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from cariosan.realtime.wire import text_frame
 
 # Close codes (API.md): the client should reconnect and `resume` after TOO_SLOW and GOING_AWAY.
 UNAUTHORIZED = 4001
@@ -31,6 +39,18 @@ Pages = Callable[[int], AsyncIterator[list[tuple[int, str]]]]
 
 # Live events held back during a replay before the connection is told to come back later.
 MAX_HELD = 10_000
+
+
+class FrameWriter(Protocol):
+    """Whole-frame writes to one socket (realtime/wire.py FrameWriterProtocol)."""
+
+    def is_open(self) -> bool: ...
+
+    def can_write_now(self) -> bool: ...
+
+    async def until_writable(self) -> None: ...
+
+    def write_frame(self, frame: bytes) -> None: ...
 
 
 class SocketQuota:
@@ -65,6 +85,7 @@ class LiveConnection:
         *,
         queue_size: int,
         on_overflow: Callable[[LiveConnection], None] | None = None,
+        on_other_sent: Callable[[], None] | None = None,
         issued_at_us: int = 0,
         key_id: str = "",
     ) -> None:
@@ -83,6 +104,11 @@ class LiveConnection:
         self._held: list[tuple[int, str, float | None]] = []
         self._holding = True
         self._on_overflow = on_overflow
+        self._on_other_sent = on_other_sent
+        # Set by the gateway when the server offers whole-frame writes for this socket.
+        self.writer: FrameWriter | None = None
+        # The send task holds a frame taken from the queue and not written yet.
+        self.sending = False
 
     @property
     def holding(self) -> bool:
@@ -98,20 +124,25 @@ class LiveConnection:
             self.closed.set()
 
     def send_frame(self, text: str) -> None:
-        """Queue a frame without a seq (ready, pong, typing, presence)."""
-        self._push(text, None)
+        """Send or queue a frame without a seq (ready, pong, typing, presence)."""
+        if self._push(text, None) and self._on_other_sent is not None:
+            self._on_other_sent()
 
-    def deliver(self, seq: int, text: str, created: float | None = None) -> None:
-        """A live persisted event (its wire JSON), from the workspace's dispatcher."""
+    def deliver(
+        self, seq: int, text: str, created: float | None = None, frame: bytes | None = None
+    ) -> bool:
+        """A live persisted event (its wire JSON, and its whole frame if already built), from
+        the workspace's dispatcher. True when it was written to the socket at once."""
         if self.closed.is_set():
-            return
+            return False
         if self._holding:
             self._held.append((seq, text, created))
             if len(self._held) > MAX_HELD:
                 self._overflow()
         elif seq > self.sent_seq:
             self.sent_seq = seq
-            self._push(text, created)
+            return self._push(text, created, frame)
+        return False
 
     def release(self) -> None:
         """Stop holding live events back: send the held ones not sent yet, in order."""
@@ -140,13 +171,24 @@ class LiveConnection:
                 return
         self.release()
 
-    def _push(self, text: str, created: float | None) -> None:
+    def _push(self, text: str, created: float | None, frame: bytes | None = None) -> bool:
+        """Write the frame now if nothing waits before it; else queue it. True if written."""
         if self.closed.is_set():
-            return
+            return False
+        writer = self.writer
+        if (
+            writer is not None
+            and not self.sending
+            and self.queue.empty()
+            and writer.can_write_now()
+        ):
+            writer.write_frame(frame if frame is not None else text_frame(text.encode()))
+            return True
         try:
             self.queue.put_nowait((text, created))
         except asyncio.QueueFull:
             self._overflow()
+        return False
 
     def _overflow(self) -> None:
         if not self.closed.is_set():

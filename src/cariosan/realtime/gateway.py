@@ -32,6 +32,7 @@ from cariosan.realtime.connection import (
     UNAUTHORIZED,
     LiveConnection,
 )
+from cariosan.realtime.wire import FRAME_WRITER, FrameWriterProtocol, text_frame
 from cariosan.services import Services
 
 log = get_logger("cariosan.realtime")
@@ -101,19 +102,32 @@ class Session:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self) -> None:
+        """Write the frames that were queued (the socket was busy), in order."""
         metrics = self.services.metrics
-        queue = self.connection.queue
+        connection = self.connection
+        queue = connection.queue
         try:
             while True:
                 text, created = await queue.get()
-                await self.socket.send_text(text)
+                writer = connection.writer
+                if writer is None:
+                    await self.socket.send_text(text)
+                else:
+                    connection.sending = True
+                    try:
+                        await writer.until_writable()
+                        if not writer.is_open():
+                            raise WebSocketDisconnect(detail="closed while writing")
+                        writer.write_frame(text_frame(text.encode()))
+                    finally:
+                        connection.sending = False
                 if created is not None:
                     metrics.ws_events_sent.labels("event").inc()
                     metrics.ws_fanout_latency.observe(max(0.0, time.time() - created))
                 else:
                     metrics.ws_events_sent.labels("other").inc()
         except (WebSocketDisconnect, OSError, RuntimeError):
-            self.connection.close(1000, "")
+            connection.close(1000, "")
 
     async def _receive(self) -> None:
         connection = self.connection
@@ -264,6 +278,10 @@ async def _serve(
     connection = hub.new_connection(
         user.caller.workspace_id, user.user_id, issued_at_us=user.issued_at_us, key_id=user.key_id
     )
+
+    writer = (socket.scope.get("extensions") or {}).get(FRAME_WRITER)
+    if isinstance(writer, FrameWriterProtocol) and writer.frames_allowed():
+        connection.writer = writer
 
     def ready(latest: int) -> str:
         return encode({"type": "connection.ready", "user_id": user.user_id, "latest_seq": latest})

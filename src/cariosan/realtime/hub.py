@@ -39,6 +39,7 @@ from cariosan.obs.logging import get_logger
 from cariosan.obs.metrics import Metrics
 from cariosan.realtime.bus import Bus
 from cariosan.realtime.connection import BANNED, GOING_AWAY, UNAUTHORIZED, LiveConnection
+from cariosan.realtime.wire import text_frame
 
 log = get_logger("cariosan.realtime")
 
@@ -133,10 +134,11 @@ class Dispatcher:
                 return
 
     def fan_out(self, row: EventRow) -> None:
-        text: str | None = None
-        muted_text: str | None = None
+        plain: _Encoded | None = None
+        muted: _Encoded | None = None
         created = row.created_at.timestamp()
         author = _author(row) if self.mutes else None
+        written = 0
         for user_id in self.audience.recipients(row):
             if row.visible_to is not None and user_id != row.visible_to:
                 continue  # another user's shadow-banned message (domain/bans.py)
@@ -144,16 +146,20 @@ class Dispatcher:
             if not conns:
                 continue
             if author is not None and self._mutes(user_id, author):
-                if muted_text is None:
-                    muted_text = encode(_marked_muted(wire_event(row)))
-                frame = muted_text
+                if muted is None:
+                    muted = _Encoded(_marked_muted(wire_event(row)))
+                encoded = muted
             else:
-                if text is None:
-                    text = encode(wire_event(row))
-                frame = text
+                if plain is None:
+                    plain = _Encoded(wire_event(row))
+                encoded = plain
             for connection in list(conns):
-                connection.deliver(row.seq, frame, created)
+                written += connection.deliver(row.seq, encoded.text, created, encoded.frame)
         self.cursor = row.seq
+        if written:
+            # Counted once per event: per socket, this would cost as much as the writes.
+            self.hub.sent_events.inc(written)
+            self.hub.metrics.ws_fanout_latency.observe(max(0.0, time.time() - created))
 
     def _mutes(self, user_id: str, author: str) -> bool:
         muted = self.mutes.get(user_id)
@@ -177,6 +183,16 @@ class Dispatcher:
             for connection in list(self.users.get(user_id, ())):
                 text = text or encode(frame)
                 connection.send_frame(text)
+
+
+class _Encoded:
+    """An event's wire JSON, and its WebSocket frame: both made once, for every socket."""
+
+    __slots__ = ("frame", "text")
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        self.text = encode(event)
+        self.frame = text_frame(self.text.encode())
 
 
 def _author(row: EventRow) -> str | None:
@@ -210,6 +226,8 @@ class Hub:
         self.database = database
         self.bus = bus
         self.metrics = metrics
+        self.sent_events = metrics.ws_events_sent.labels("event")
+        self._sent_other = metrics.ws_events_sent.labels("other")
         self.send_queue_size = send_queue_size
         self.page_size = page_size
         self.dispatchers: dict[uuid.UUID, Dispatcher] = {}
@@ -406,6 +424,7 @@ class Hub:
             user_id,
             queue_size=self.send_queue_size,
             on_overflow=self._overflowed,
+            on_other_sent=self._sent_other.inc,
             issued_at_us=issued_at_us,
             key_id=key_id,
         )
