@@ -219,6 +219,11 @@ async def post_steadily(url: str, token: str, channel: str, rate: float, seconds
     return Posted(sorted(acknowledged), failed, min(stamps), max(stamps))
 
 
+def compression_env(deflate: bool) -> dict[str, str]:
+    """With `--deflate` the server agrees to it (it declines by default) and the clients ask."""
+    return {"CARIOS_WS_COMPRESSION": "true"} if deflate else {}
+
+
 def percentile(ordered: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
@@ -290,7 +295,7 @@ def measure_fanout(
 ) -> list[Run]:
     """`runs` rounds of posting at `rate`/s for `seconds` into a channel whose `sockets`
     members are all connected (one server, one set of sockets for every round)."""
-    with deployment(workers=workers, redis=redis) as where:
+    with deployment(workers=workers, redis=redis, env=compression_env(deflate)) as where:
         print(
             f"fan-out to {sockets}: server {where.url} (workers {workers}, "
             f"{'redis' if where.redis else 'no redis'}), {processes} client processes"
@@ -345,7 +350,7 @@ def check_server_files(pid: int, sockets: int, workers: int) -> None:
 def idle_run(
     sockets: int, processes: int, idle_seconds: float, workers: int, redis: bool, deflate: bool
 ) -> Run:
-    with deployment(workers=workers, redis=redis) as where:
+    with deployment(workers=workers, redis=redis, env=compression_env(deflate)) as where:
         if where.server_pid is None:
             raise BenchFailed("the deployment does not say which process is the server")
         check_server_files(where.server_pid, sockets, workers)
@@ -461,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="each figure the median of these")
     parser.add_argument("--processes", type=int, default=4, help="client processes")
     parser.add_argument(
-        "--deflate", action="store_true", help="clients ask for permessage-deflate (as browsers)"
+        "--deflate",
+        action="store_true",
+        help="permessage-deflate: the server allows it (CARIOS_WS_COMPRESSION), the clients ask",
     )
     args = parser.parse_args(argv)
     # Progress lines as they happen, also into a file or a pipe (a run takes minutes).

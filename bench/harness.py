@@ -61,6 +61,7 @@ def deployment(
     redis: bool = False,
     keep_database: bool = False,
     reuse_database: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Deployment]:
     """A server (with `--workers`), a fresh database and a workspace; gone afterwards (the
     database stays, for a look at query plans, with `keep_database`). With `reuse_database`, a
@@ -72,20 +73,21 @@ def deployment(
         asyncio.run(admin(postgres.dsn, f'CREATE DATABASE "{name}"'))
     dsn = database_dsn(postgres.dsn, name)
     try:
-        env = {
+        server_env = {
             "CARIOS_DATABASE_URL": dsn,
             "CARIOS_JWT_SECRET": JWT_SECRET,
             "CARIOS_LOG_LEVEL": "warning",
             **UNLIMITED,
+            **(env or {}),
         }
         if redis_service is not None:
-            env["CARIOS_REDIS_URL"] = redis_service.url
-            env["CARIOS_REDIS_PREFIX"] = f"bench:{uuid.uuid4().hex[:8]}:"
+            server_env["CARIOS_REDIS_URL"] = redis_service.url
+            server_env["CARIOS_REDIS_PREFIX"] = f"bench:{uuid.uuid4().hex[:8]}:"
         with tempfile.TemporaryDirectory(prefix="cariosan-bench-") as folder:
             args = ["--workers", str(workers)] if workers > 1 else []
-            with serve(env, Path(folder), args=args) as server:
+            with serve(server_env, Path(folder), args=args) as server:
                 if reuse_database is None:
-                    made = run_cli(["workspace", "create", "bench", "--json"], env)
+                    made = run_cli(["workspace", "create", "bench", "--json"], server_env)
                     if made.returncode != 0:
                         raise RuntimeError(made.stderr.strip())
                     workspace = json.loads(made.stdout)
