@@ -39,6 +39,7 @@ class _Count:
     ends: int  # end of the period (POSIX seconds)
     known: int = 0  # the shared total at the last reply from Redis
     pending: int = 0  # hits of this process not yet added to Redis
+    expires: bool = False  # this process has set the key's expiry
 
 
 class RedisStore:
@@ -103,19 +104,23 @@ class RedisStore:
             taken = [count.pending for _, count in counts]
             now = int(time.time())
             pipe = self.client.pipeline(transaction=False)
-            for (key, count), n in zip(counts, taken, strict=True):
+            expiring = [not count.expires for _, count in counts]
+            for (key, count), n, expire in zip(counts, taken, expiring, strict=True):
                 count.pending -= n
                 pipe.incrby(key, n + extra)
-                # Kept a second past the period's end (clocks of nodes differ a little).
-                pipe.expire(key, max(1, count.ends - now + 1))
+                if expire:
+                    # Kept a second past the period's end (clocks of nodes differ a little).
+                    pipe.expire(key, max(1, count.ends - now + 1))
             try:
-                results = await pipe.execute()
+                results = iter(await pipe.execute())
             except BaseException:
                 for (_, count), n in zip(counts, taken, strict=True):
                     count.pending += n
                 raise
-            for i, (_, count) in enumerate(counts):
-                count.known = int(results[2 * i])
+            for (_, count), expire in zip(counts, expiring, strict=True):
+                count.known = int(next(results))
+                if expire:
+                    count.expires = bool(next(results))
 
     async def _flush_later(self) -> None:
         try:
