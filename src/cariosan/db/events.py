@@ -158,6 +158,17 @@ FROM published p
 """
 
 
+# A round reaches events only through indexes: pending ones through their partial index, each
+# to number through the primary key. That is the right plan at any size, and the planner finds
+# it by itself once the table has statistics; without them (a fresh or just restored database,
+# before autovacuum's first pass) it hashed the whole log every round: 2.8 ms instead of 0.4 at
+# 3,000 events, and growing with the log. Then the round's lock, all in one round trip.
+ROUND_SETTINGS = (
+    "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; "
+    f"SET LOCAL enable_mergejoin = off; SELECT pg_advisory_xact_lock({int(SEQUENCER_LOCK_KEY)})"
+)
+
+
 async def has_pending(conn: asyncpg.Connection) -> bool:
     """Whether some committed event still waits for its seq (one index probe)."""
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events WHERE seq < 0)"))
@@ -178,7 +189,7 @@ async def sequence_pending(conn: asyncpg.Connection, limit: int) -> Numbered:
     committed) already sees the previous round's numbers.
     """
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", SEQUENCER_LOCK_KEY)
+        await conn.execute(ROUND_SETTINGS)
         rows = await conn.fetch(_NUMBER, limit)
     return Numbered(
         {r["workspace_id"]: int(r["last_seq"]) for r in rows},
