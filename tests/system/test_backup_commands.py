@@ -101,7 +101,8 @@ async def test_the_client_programs_match_the_server_major(database_url: str) -> 
 
 async def test_the_docs_plain_dump_and_restore_commands(database_url: str, tmp_path: Path) -> None:
     """docs/operations.md's compose procedure (pg_dump, dropdb --force, createdb, pg_restore from
-    stdin), run with this machine's client programs instead of inside the postgres container."""
+    stdin, vacuumdb --analyze-only), run with this machine's client programs instead of inside
+    the postgres container."""
     import subprocess
     from urllib.parse import urlsplit
 
@@ -138,12 +139,18 @@ async def test_the_docs_plain_dump_and_restore_commands(database_url: str, tmp_p
             stdin=source,
             check=True,
         )
+    subprocess.run([tool("vacuumdb"), *where, "-U", user, "--analyze-only", name], check=True)
     conn = await asyncpg.connect(database_url)
     try:
         names = sorted(await conn.fetch("SELECT name FROM workspaces"), key=str)
+        unanalyzed = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_user_tables "
+            "WHERE schemaname = 'public' AND last_analyze IS NULL"
+        )
     finally:
         await conn.close()
     assert [r["name"] for r in names] == ["kept"]
+    assert unanalyzed == 0  # the docs' vacuumdb step left planner statistics behind
 
 
 async def test_an_older_backup_restores_and_the_server_migrates_it_forward(

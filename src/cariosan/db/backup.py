@@ -39,6 +39,13 @@ async def table_names(conn: asyncpg.Connection) -> list[str]:
     return [r["relname"] for r in rows]
 
 
+async def analyze(conn: asyncpg.Connection) -> None:
+    """Planner statistics for every table of the database. A restore loads rows without
+    them, and until autovacuum's first pass plans are guesses: the sequencer's round, for one,
+    would read the whole event log (db/events.py)."""
+    await conn.execute("ANALYZE")
+
+
 async def row_counts(conn: asyncpg.Connection) -> dict[str, int]:
     """Rows per table of the `public` schema, as the connection's snapshot sees them."""
     counts: dict[str, int] = {}

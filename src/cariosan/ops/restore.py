@@ -88,6 +88,9 @@ async def restore_backup(
         step = phase("restoring PostgreSQL", None)
         await _load_dump(pg_restore, psql, dsn, backup / DUMP)
         step(manifest.dump_bytes)
+        step = phase("updating planner statistics", None)
+        await facts.analyze(conn)
+        step(1)
         counts = await facts.row_counts(conn)
     finally:
         await conn.close()
