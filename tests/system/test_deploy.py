@@ -298,6 +298,16 @@ def test_every_compose_variable_is_documented_in_env_example(
     assert passed_through - documented == set()
 
 
+def test_every_setting_of_the_server_reaches_its_container(compose_config: dict[str, Any]) -> None:
+    """A setting written in deploy/.env that compose does not pass on would be silently ignored."""
+    names = set(re.findall(r'"(CARIOS_[A-Z0-9_]+)"', CONFIG_MODULE.read_text(encoding="utf-8")))
+    # Fixed by the image and compose: the container listens on 0.0.0.0:8080 (published with
+    # CARIOSAN_PORT), and attachments live in S3, not in a local folder.
+    fixed = {"CARIOS_HOST", "CARIOS_PORT", "CARIOS_STORAGE_DIR"}
+    environment = compose_config["services"]["cariosan-server"]["environment"]
+    assert names - fixed - set(environment) == set()
+
+
 def test_every_setting_of_the_server_is_documented_in_env_example() -> None:
     names = set(re.findall(r'"(CARIOS_[A-Z0-9_]+)"', CONFIG_MODULE.read_text(encoding="utf-8")))
     assert "CARIOS_JWT_SECRET" in names
