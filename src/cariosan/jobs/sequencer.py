@@ -12,7 +12,6 @@ every node.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable
 
@@ -21,6 +20,7 @@ from cariosan.db.pool import Database
 from cariosan.obs.logging import get_logger
 from cariosan.obs.metrics import Metrics
 from cariosan.realtime.bus import Bus
+from cariosan.waiting import wait_done, wait_set
 
 log = get_logger("cariosan.events")
 
@@ -56,16 +56,12 @@ class Sequencer:
         numbered = asyncio.get_running_loop().create_future()
         self._waiting.append(numbered)
         self._wake.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(numbered), ACK_WAIT_SECONDS)
+        await wait_done(asyncio.shield(numbered), ACK_WAIT_SECONDS)
 
     async def _run(self) -> None:
         delay = RETRY_SECONDS
         while True:
-            woken = False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
-                woken = True
+            woken = await wait_set(self._wake, POLL_SECONDS)
             self._wake.clear()
             # Commits up to now are seen by the round below; later ones wait for the next.
             waiting, self._waiting = self._waiting, []

@@ -23,7 +23,6 @@ some recipient here mutes its author: a dict lookup per recipient, no query on t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections import OrderedDict
@@ -40,6 +39,7 @@ from cariosan.obs.metrics import Metrics
 from cariosan.realtime.bus import Bus
 from cariosan.realtime.connection import BANNED, GOING_AWAY, UNAUTHORIZED, LiveConnection
 from cariosan.realtime.wire import text_frame
+from cariosan.waiting import wait_set
 
 log = get_logger("cariosan.realtime")
 
@@ -103,8 +103,7 @@ class Dispatcher:
                 delay = min(delay * 2, 5.0)
         self.ready.set()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            await wait_set(self._wake, POLL_SECONDS)
             self._wake.clear()
             if self._should_stop():
                 return
@@ -363,8 +362,7 @@ class Hub:
 
     async def _check_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._check_now.wait(), self.check_seconds)
+            await wait_set(self._check_now, self.check_seconds)
             self._check_now.clear()
             try:
                 await self.check_connections()

@@ -9,7 +9,6 @@ at once, and one killed mid-call leaves its rows to be retried by anyone once th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import random
 import ssl
@@ -31,6 +30,7 @@ from cariosan.domain.events import webhook_bodies
 from cariosan.errors import Unavailable
 from cariosan.obs.logging import get_logger
 from cariosan.obs.metrics import Metrics
+from cariosan.waiting import wait_set
 from cariosan.webhooks import signing
 from cariosan.webhooks.guard import TargetRefused, check_target
 
@@ -176,8 +176,7 @@ class WebhookWorker:
                 task.add_done_callback(functools.partial(self._finished, claim.endpoint_id))
             if claimed and len(claimed) == free:
                 continue  # more may be due: claim again while there is room
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._signal.wait(), timeout=self.poll_interval)
+            await wait_set(self._signal, self.poll_interval)
             await asyncio.sleep(0.01)  # let attempts finishing together share one claim
 
     async def _with_bodies(self, claimed: list[rows.Claim]) -> list[rows.Claim]:
