@@ -77,10 +77,7 @@ async def _drain(connection: LiveConnection, writer: FakeWriter) -> None:
     """What the gateway's send task does with the queue (realtime/gateway.py Session._send)."""
     while not connection.queue.empty():
         text, _ = connection.queue.get_nowait()
-        connection.sending = True
-        await writer.until_writable()
-        writer.write_frame(text_frame(text.encode()))
-        connection.sending = False
+        assert await connection.write_queued(writer, text)
 
 
 async def test_a_frame_goes_out_at_once_when_nothing_waits_before_it() -> None:

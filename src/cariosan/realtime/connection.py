@@ -171,6 +171,19 @@ class LiveConnection:
                 return
         self.release()
 
+    async def write_queued(self, writer: FrameWriter, text: str) -> bool:
+        """The send task's half of the order above: write a frame taken from the queue once
+        the socket has room. Nothing overtakes it meanwhile. False if the socket closed first."""
+        self.sending = True
+        try:
+            await writer.until_writable()
+            if not writer.is_open():
+                return False
+            writer.write_frame(text_frame(text.encode()))
+            return True
+        finally:
+            self.sending = False
+
     def _push(self, text: str, created: float | None, frame: bytes | None = None) -> bool:
         """Write the frame now if nothing waits before it; else queue it. True if written."""
         if self.closed.is_set():

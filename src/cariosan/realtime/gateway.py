@@ -32,7 +32,7 @@ from cariosan.realtime.connection import (
     UNAUTHORIZED,
     LiveConnection,
 )
-from cariosan.realtime.wire import FRAME_WRITER, FrameWriterProtocol, text_frame
+from cariosan.realtime.wire import FRAME_WRITER, FrameWriterProtocol
 from cariosan.services import Services
 
 log = get_logger("cariosan.realtime")
@@ -112,15 +112,9 @@ class Session:
                 writer = connection.writer
                 if writer is None:
                     await self.socket.send_text(text)
-                else:
-                    connection.sending = True
-                    try:
-                        await writer.until_writable()
-                        if not writer.is_open():
-                            raise WebSocketDisconnect(detail="closed while writing")
-                        writer.write_frame(text_frame(text.encode()))
-                    finally:
-                        connection.sending = False
+                elif not await connection.write_queued(writer, text):
+                    connection.close(1000, "")  # the socket closed while the frame waited
+                    return
                 if created is not None:
                     metrics.ws_events_sent.labels("event").inc()
                     metrics.ws_fanout_latency.observe(max(0.0, time.time() - created))
