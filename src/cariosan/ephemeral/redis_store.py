@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -102,7 +101,6 @@ class RedisStore:
         """Add the pending hits of `counts` (plus `extra` each) to Redis; learn the totals."""
         async with self._exchange:
             taken = [count.pending for _, count in counts]
-            now = int(time.time())
             pipe = self.client.pipeline(transaction=False)
             expiring = [not count.expires for _, count in counts]
             for (key, count), n, expire in zip(counts, taken, expiring, strict=True):
@@ -110,7 +108,7 @@ class RedisStore:
                 pipe.incrby(key, n + extra)
                 if expire:
                     # Kept a second past the period's end (clocks of nodes differ a little).
-                    pipe.expire(key, max(1, count.ends - now + 1))
+                    pipe.expireat(key, count.ends + 1)
             try:
                 results = iter(await pipe.execute())
             except BaseException:
