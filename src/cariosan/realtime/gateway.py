@@ -88,15 +88,19 @@ class Session:
         self.bucket = _Bucket(FRAME_BURST, FRAMES_PER_SECOND)
 
     async def run(self) -> None:
-        tasks = [
-            asyncio.create_task(self._send()),
-            asyncio.create_task(self._receive()),
-            asyncio.create_task(self._expire()),
-            asyncio.create_task(self._grace()),
+        loop = asyncio.get_running_loop()
+        # Timers, not tasks: a task per timer was a coroutine, a future and a context more per
+        # socket for the collector to walk (cariosan.heap).
+        timers = [
+            loop.call_later(max(0.0, self.user.expires_at - time.time()), self._expire),
+            loop.call_later(RESUME_GRACE_SECONDS, self._grace),
         ]
+        tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._receive())]
         try:
             await self.connection.closed.wait()
         finally:
+            for timer in timers:
+                timer.cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -213,12 +217,10 @@ class Session:
     def _error(self, code: str, message: str) -> None:
         self.connection.send_frame(encode({"type": "error", "code": code, "message": message}))
 
-    async def _expire(self) -> None:
-        await asyncio.sleep(max(0.0, self.user.expires_at - time.time()))
+    def _expire(self) -> None:
         self.connection.close(UNAUTHORIZED, "the token has expired")
 
-    async def _grace(self) -> None:
-        await asyncio.sleep(RESUME_GRACE_SECONDS)
+    def _grace(self) -> None:
         if not self._resuming:
             self.connection.release()
 
