@@ -62,8 +62,10 @@ class FakeStore:
         return stored
 
 
-def _send(user: str = "bob", message_id: uuid.UUID | None = None) -> PlainSend:
-    return PlainSend(WORKSPACE, message_id or uuid.uuid4(), "general", user, "hi", {})
+def _send(
+    user: str = "bob", message_id: uuid.UUID | None = None, channel: str = "general"
+) -> PlainSend:
+    return PlainSend(WORKSPACE, message_id or uuid.uuid4(), channel, user, "hi", {})
 
 
 async def _settle() -> None:
@@ -74,7 +76,7 @@ async def _settle() -> None:
 async def test_a_lone_send_goes_out_at_once_and_busy_slots_batch_the_rest() -> None:
     store, database = FakeStore(), FakeDatabase()
     batcher = SendBatcher(lambda: database, store=store, in_flight=2, max_batch=3)
-    sends = [_send() for _ in range(7)]
+    sends = [_send(channel=f"c{i}") for i in range(7)]
     tasks = [asyncio.create_task(batcher.send(s)) for s in sends]
     await _settle()
     # Two slots: the first two sends went out alone, the other five wait.
@@ -84,6 +86,27 @@ async def test_a_lone_send_goes_out_at_once_and_busy_slots_batch_the_rest() -> N
     assert [len(b) for b in store.batches] == [1, 1, 3, 2]
     assert [r.id if r else None for r in rows] == [s.message_id for s in sends]
     assert database.open == 0
+
+
+async def test_a_channel_in_flight_waits_and_its_sends_then_go_out_together() -> None:
+    store, database = FakeStore(), FakeDatabase()
+    batcher = SendBatcher(lambda: database, store=store, in_flight=4)
+    first = asyncio.create_task(batcher.send(_send(channel="hot")))
+    await _settle()
+    hot = [asyncio.create_task(batcher.send(_send(channel="hot"))) for _ in range(3)]
+    other = asyncio.create_task(batcher.send(_send(channel="quiet")))
+    await _settle()
+    # Slots are free, but "hot" is in the first statement (whose row lock the others would
+    # only wait on): "quiet" went out, the hot sends wait.
+    assert [[s.channel_id for s in b] for b in store.batches] == [["hot"], ["quiet"]]
+    store.release.set()
+    rows = await asyncio.gather(first, *hot, other)
+    assert [[s.channel_id for s in b] for b in store.batches] == [
+        ["hot"],
+        ["quiet"],
+        ["hot", "hot", "hot"],
+    ]
+    assert all(r is not None for r in rows)
 
 
 async def test_a_send_that_does_not_qualify_gets_none_and_a_repeated_id_only_once() -> None:
