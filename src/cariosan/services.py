@@ -23,6 +23,7 @@ from cariosan.domain.attachments import CleanupJob
 from cariosan.domain.jwt_keys import KeyRing
 from cariosan.domain.ratelimit import AuthFailures
 from cariosan.domain.send_batch import SendBatcher
+from cariosan.domain.token_checks import TokenChecks
 from cariosan.ephemeral import EphemeralStore, open_ephemeral
 from cariosan.jobs.retention import RetentionJob
 from cariosan.jobs.sequencer import Sequencer
@@ -81,6 +82,8 @@ class Services:
         self.sequencer = Sequencer(lambda: self.db, self.bus, self.metrics)
         # Group commit of the common send (domain/send_batch.py).
         self.sends = SendBatcher(lambda: self.db)
+        # User-token checks of concurrent requests share a statement (domain/token_checks.py).
+        self.token_checks = TokenChecks(lambda: self.db)
         self.sockets = SocketQuota(settings.limits.max_sockets_per_user)
         redis_client = redis_bus.client if redis_bus is not None else None
         self.typing = TypingRelay(self.bus, redis_client, settings.redis_prefix)

@@ -11,6 +11,7 @@ from cariosan.db import workspaces as workspace_rows
 from cariosan.db.pool import Database
 from cariosan.domain import permissions, tokens
 from cariosan.domain.ids import customer_id
+from cariosan.domain.token_checks import TokenChecks
 from cariosan.domain.workspaces import SECRET_PREFIX, hash_secret
 from cariosan.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
 
@@ -44,7 +45,11 @@ class Caller:
 
 
 async def authenticate(
-    database: Database, jwt_secrets: list[str], credential: str, act_as: str | None
+    database: Database,
+    token_checks: TokenChecks,
+    jwt_secrets: list[str],
+    credential: str,
+    act_as: str | None,
 ) -> Caller:
     if credential.startswith(SECRET_PREFIX):
         async with database.connection() as conn:
@@ -62,8 +67,7 @@ async def authenticate(
     claims = tokens.verify(credential, jwt_secrets)
     if act_as is not None and act_as != claims.user_id:
         raise Forbidden("a user token cannot act as another user")
-    async with database.connection() as conn:
-        check = await user_rows.token_check(conn, claims.workspace_id, claims.user_id)
+    check = await token_checks.check((claims.workspace_id, claims.user_id))
     if check is None:
         raise Unauthorized("the token's user does not exist or was deleted")
     if not token_still_valid(claims, check.tokens_valid_after):

@@ -26,6 +26,7 @@ from cariosan.db.events import MODERATORS, EventRow
 from cariosan.db.pool import Database
 from cariosan.domain import audit, bans, events, permissions, tokens
 from cariosan.domain.auth import Caller, authenticate
+from cariosan.domain.token_checks import TokenChecks
 from cariosan.domain.workspaces import SECRET_PREFIX
 from cariosan.errors import Unauthorized
 
@@ -153,12 +154,14 @@ class LiveCaller:
     key_id: str = ""
 
 
-async def authenticate_live(database: Database, jwt_secrets: list[str], token: str) -> LiveCaller:
+async def authenticate_live(
+    database: Database, token_checks: TokenChecks, jwt_secrets: list[str], token: str
+) -> LiveCaller:
     """A WebSocket's user, from its JWT; UNAUTHORIZED for anything else (API secrets too)."""
     if not token or token.startswith(SECRET_PREFIX):
         raise Unauthorized("the WebSocket needs a user token")
     claims = tokens.verify(token, jwt_secrets)
-    caller = await authenticate(database, jwt_secrets, token, None)
+    caller = await authenticate(database, token_checks, jwt_secrets, token, None)
     async with database.connection() as conn:
         # A socket is refused while a workspace ban lasts (BANNED: close code 4003).
         bans.refuse_if_banned(await bans.workspace_ban(conn, caller))

@@ -57,7 +57,9 @@ async def _identify(
     address = client_address(request)
     services.auth_failures.check(address)
     try:
-        caller = await authenticate(services.db, services.jwt_secrets, credential, act_as)
+        caller = await authenticate(
+            services.db, services.token_checks, services.jwt_secrets, credential, act_as
+        )
     except Unauthorized:
         await services.auth_failures.failed(address)
         raise

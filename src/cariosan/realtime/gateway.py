@@ -236,7 +236,7 @@ async def live_socket(
         services.auth_failures.check(address)
         try:
             user = await live.authenticate_live(
-                services.db, services.jwt_secrets, _credential(socket)
+                services.db, services.token_checks, services.jwt_secrets, _credential(socket)
             )
         except Unauthorized:
             await services.auth_failures.failed(address)
