@@ -75,7 +75,7 @@ async def _settle() -> None:
 
 async def test_a_lone_send_goes_out_at_once_and_busy_slots_batch_the_rest() -> None:
     store, database = FakeStore(), FakeDatabase()
-    batcher = SendBatcher(lambda: database, store=store, in_flight=2, max_batch=3)
+    batcher = SendBatcher(lambda: database, store=store, in_flight=2, max_batch=3, patience=0)
     sends = [_send(channel=f"c{i}") for i in range(7)]
     tasks = [asyncio.create_task(batcher.send(s)) for s in sends]
     await _settle()
@@ -88,9 +88,37 @@ async def test_a_lone_send_goes_out_at_once_and_busy_slots_batch_the_rest() -> N
     assert database.open == 0
 
 
+async def test_sends_wait_for_the_statement_in_flight_until_it_has_been_slow() -> None:
+    store, database = FakeStore(), FakeDatabase()
+    batcher = SendBatcher(lambda: database, store=store, in_flight=4, patience=0.3)
+    first = asyncio.create_task(batcher.send(_send(channel="a")))
+    await _settle()
+    later = [asyncio.create_task(batcher.send(_send(channel=c))) for c in "bcd"]
+    await asyncio.sleep(0.1)
+    # Slots are free, but the statement in flight is young: the others wait for it.
+    assert [[s.channel_id for s in b] for b in store.batches] == [["a"]]
+    await asyncio.sleep(0.4)
+    # It has run past the patience (a lock wait, say): the waiting sends go out without it.
+    assert [[s.channel_id for s in b] for b in store.batches] == [["a"], ["b", "c", "d"]]
+    store.release.set()
+    assert all(r is not None for r in await asyncio.gather(first, *later))
+
+
+async def test_once_the_statement_in_flight_is_done_the_waiting_sends_go_out_together() -> None:
+    store, database = FakeStore(), FakeDatabase()
+    batcher = SendBatcher(lambda: database, store=store, in_flight=4, patience=30)
+    first = asyncio.create_task(batcher.send(_send(channel="a")))
+    await _settle()
+    later = [asyncio.create_task(batcher.send(_send(channel=c))) for c in "bcd"]
+    await _settle()
+    store.release.set()
+    assert all(r is not None for r in await asyncio.gather(first, *later))
+    assert [[s.channel_id for s in b] for b in store.batches] == [["a"], ["b", "c", "d"]]
+
+
 async def test_a_channel_in_flight_waits_and_its_sends_then_go_out_together() -> None:
     store, database = FakeStore(), FakeDatabase()
-    batcher = SendBatcher(lambda: database, store=store, in_flight=4)
+    batcher = SendBatcher(lambda: database, store=store, in_flight=4, patience=0)
     first = asyncio.create_task(batcher.send(_send(channel="hot")))
     await _settle()
     hot = [asyncio.create_task(batcher.send(_send(channel="hot"))) for _ in range(3)]

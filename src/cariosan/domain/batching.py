@@ -1,15 +1,27 @@
 """Statements shared by concurrent callers: the slots, the queue and the answers.
 
-Up to `in_flight` statements run at once per process. A call that finds a free slot goes out at
-once, alone: an idle server adds no wait. Calls that arrive while every slot is busy queue, and
-the next free slot takes them together (up to `max_batch`, and those `_take` admits) in one
-statement. So batches form exactly when PostgreSQL is the bottleneck. A subclass says how a
-batch runs and when its slot is free again; every caller gets its own item's answer.
+A call that finds no statement in flight goes out at once, alone: an idle server adds no wait.
+Calls that arrive while one is in flight queue, and go out together (up to `max_batch`, and
+those `_take` admits) in the next statement, once the one in flight is done. So batches form
+exactly when PostgreSQL is the bottleneck, and grow with the load: fewer, larger statements
+cost PostgreSQL and the server less per call (one commit, one round trip for many).
+
+A statement can be slow for reasons of its own (a row lock another transaction holds). Then,
+rather than have every call wait behind it, another slot opens once each statement in flight
+has run for `patience` seconds, up to `in_flight` at once.
+
+Measured with 32 wrk clients over 1,000 channels (2 workers): with four statements at once,
+the server acknowledged 1,358-1,391 messages/s; with at most one, 2,051-2,205; with one, and
+more after 50 ms of patience, 2,279-2,303 (against 1,389-1,393 with four, in the same hour).
+
+A subclass says how a batch runs and when its slot is free again; every caller gets its own
+item's answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from typing import Generic, Protocol, TypeVar
@@ -32,12 +44,16 @@ class Waiting(Generic[Item, Answer]):
 
 
 class StatementBatcher(ABC, Generic[Item, Answer]):
-    def __init__(self, *, in_flight: int, max_batch: int) -> None:
+    def __init__(self, *, in_flight: int, max_batch: int, patience: float) -> None:
         self._in_flight = in_flight
         self._max_batch = max_batch
+        self._patience = patience
         self._queue: list[Waiting[Item, Answer]] = []
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # When each statement in flight started (monotonic), by its batch.
+        self._started: dict[int, float] = {}
+        self._recheck: asyncio.TimerHandle | None = None
 
     async def _submit(self, item: Item) -> Answer:
         answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
@@ -58,17 +74,37 @@ class StatementBatcher(ABC, Generic[Item, Answer]):
 
     def _slot_free(self, batch: list[Waiting[Item, Answer]]) -> None:
         self._running -= 1
+        self._started.pop(id(batch), None)
         self._start_if_free()
 
     def _start_if_free(self) -> None:
         while self._queue and self._running < self._in_flight:
+            if self._started:
+                # Another slot only once every statement in flight has been slow.
+                opens_at = max(self._started.values()) + self._patience
+                if time.monotonic() < opens_at:
+                    self._recheck_at(opens_at)
+                    return
             batch = self._take()
             if not batch:
                 return
             self._running += 1
+            self._started[id(batch)] = time.monotonic()
             task = asyncio.create_task(self._run(batch), name=f"cariosan-{type(self).__name__}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _recheck_at(self, when: float) -> None:
+        if self._recheck is not None and self._recheck.when() <= when:
+            return
+        if self._recheck is not None:
+            self._recheck.cancel()
+        loop = asyncio.get_running_loop()
+        self._recheck = loop.call_at(loop.time() + (when - time.monotonic()), self._rechecked)
+
+    def _rechecked(self) -> None:
+        self._recheck = None
+        self._start_if_free()
 
 
 def fail_all(batch: list[Waiting[Item, Answer]], exc: BaseException) -> None:

@@ -1,7 +1,7 @@
 """Group commit for the common send (db/messages.send_plain_batch).
 
-Up to IN_FLIGHT batch statements run at once per process (domain/batching.py): sends that
-arrive while every slot is busy go out together, in one statement and one commit. Many sends
+Sends that arrive while a statement is in flight go out together, in one statement and one
+commit (domain/batching.py). Many sends
 into one hot channel share one commit instead of taking turns on its row lock, and a busy pool
 pays one round trip for many sends. Each sender is still answered only after its own row
 committed.
@@ -27,10 +27,13 @@ from cariosan.obs.logging import get_logger
 
 log = get_logger("cariosan.send")
 
-# Statements in flight per process; the pool keeps its other connections for everything else.
+# Statements in flight per process, when those in flight are slow; the pool keeps its other
+# connections for everything else.
 IN_FLIGHT = 4
 # Sends per statement: bounded, so that one statement stays short.
 MAX_BATCH = 128
+# How long each statement in flight runs before another may start (domain/batching.py).
+PATIENCE = 0.05
 
 Stored = dict[tuple[uuid.UUID, uuid.UUID], rows.MessageRow]
 Store = Callable[[asyncpg.Connection, list[rows.PlainSend]], Awaitable[Stored]]
@@ -45,8 +48,9 @@ class SendBatcher(StatementBatcher[rows.PlainSend, rows.MessageRow | None]):
         store: Store = rows.send_plain_batch,
         in_flight: int = IN_FLIGHT,
         max_batch: int = MAX_BATCH,
+        patience: float = PATIENCE,
     ) -> None:
-        super().__init__(in_flight=in_flight, max_batch=max_batch)
+        super().__init__(in_flight=in_flight, max_batch=max_batch, patience=patience)
         self._database = database
         self._store = store
         # (workspace, channel) of every send in a statement in flight.

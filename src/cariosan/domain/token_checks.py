@@ -16,9 +16,11 @@ import asyncpg
 from cariosan.db import users as user_rows
 from cariosan.domain.batching import Connections, StatementBatcher, Waiting, fail_all
 
-# Statements in flight per process, and users per statement.
+# Statements in flight per process (when those in flight are slow), and users per statement.
 IN_FLIGHT = 2
 MAX_BATCH = 128
+# How long each statement in flight runs before another may start (domain/batching.py).
+PATIENCE = 0.05
 
 Check = Callable[
     [asyncpg.Connection, list[user_rows.UserKey]],
@@ -34,8 +36,9 @@ class TokenChecks(StatementBatcher[user_rows.UserKey, user_rows.TokenCheck | Non
         check: Check = user_rows.token_checks,
         in_flight: int = IN_FLIGHT,
         max_batch: int = MAX_BATCH,
+        patience: float = PATIENCE,
     ) -> None:
-        super().__init__(in_flight=in_flight, max_batch=max_batch)
+        super().__init__(in_flight=in_flight, max_batch=max_batch, patience=patience)
         self._database = database
         self._check = check
 
