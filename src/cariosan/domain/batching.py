@@ -53,7 +53,8 @@ class StatementBatcher(ABC, Generic[Item, Answer]):
         self._tasks: set[asyncio.Task[None]] = set()
         # When each statement in flight started (monotonic), by its batch.
         self._started: dict[int, float] = {}
-        self._recheck: asyncio.TimerHandle | None = None
+        # A wake-up for when another slot may open: (monotonic time, its handle).
+        self._recheck: tuple[float, asyncio.Handle] | None = None
 
     async def _submit(self, item: Item) -> Answer:
         answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
@@ -95,12 +96,14 @@ class StatementBatcher(ABC, Generic[Item, Answer]):
             task.add_done_callback(self._tasks.discard)
 
     def _recheck_at(self, when: float) -> None:
-        if self._recheck is not None and self._recheck.when() <= when:
-            return
+        # The time is kept here: uvloop hands back a plain Handle, without `when()`, for a
+        # time already past.
         if self._recheck is not None:
-            self._recheck.cancel()
-        loop = asyncio.get_running_loop()
-        self._recheck = loop.call_at(loop.time() + (when - time.monotonic()), self._rechecked)
+            if self._recheck[0] <= when:
+                return
+            self._recheck[1].cancel()
+        delay = max(0.0, when - time.monotonic())
+        self._recheck = (when, asyncio.get_running_loop().call_later(delay, self._rechecked))
 
     def _rechecked(self) -> None:
         self._recheck = None
