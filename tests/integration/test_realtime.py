@@ -395,3 +395,26 @@ async def test_deflate_is_agreed_only_when_the_server_allows_it(
     assert _texts(events) == [f"{i} {big}" for i in range(5)]
     assert typing["user_id"] == "alice"
     assert pong == {"type": "pong"}
+
+
+async def test_an_unexpected_failure_before_ready_closes_with_1011_and_is_logged(
+    server: RunningServer,
+    people: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import websockets
+
+    from cariosan.domain import live as live_rules
+    from tests.support.live import ws_url
+
+    async def broken(*_: Any) -> Any:
+        raise AttributeError("a bug")
+
+    monkeypatch.setattr(live_rules, "authenticate_live", broken)
+    async with websockets.connect(ws_url(server.url, people["bob"])) as socket:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), 5)
+    # Not Litestar's bare 4500: the client's usual "reconnect and resume".
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert "ws_failed" in capsys.readouterr().out
