@@ -388,7 +388,13 @@ async def send_plain_batch(
 ) -> dict[tuple[uuid.UUID, uuid.UUID], MessageRow]:
     """Store the common sends among `sends` in one statement, outside any transaction block
     (see _SEND_PLAIN): the stored messages by (workspace, message id). A send missing from the
-    result wrote nothing."""
+    result wrote nothing. Of sends with the same id, only the first is offered: the statement
+    orders its rows by id, so which of several equal ones it stored was not defined (a repeated
+    send's row could be the later sender's)."""
+    firsts: dict[tuple[uuid.UUID, uuid.UUID], PlainSend] = {}
+    for send in sends:
+        firsts.setdefault((send.workspace_id, send.message_id), send)
+    sends = list(firsts.values())
     found = await _storing(
         lambda: conn.fetch(
             _SEND_PLAIN,
