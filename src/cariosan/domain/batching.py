@@ -14,8 +14,10 @@ Measured with 32 wrk clients over 1,000 channels (2 workers): with four statemen
 the server acknowledged 1,358-1,391 messages/s; with at most one, 2,051-2,205; with one, and
 more after 50 ms of patience, 2,279-2,303 (against 1,389-1,393 with four, in the same hour).
 
-A subclass says how a batch runs and when its slot is free again; every caller gets its own
-item's answer.
+A subclass gives the statement (`_statement`, on a pooled connection) and each caller's answer
+from its result (`_answer`); it may also choose which queued calls a batch takes (`_take`). The
+slot is free as soon as the statement is done, before the connection goes back to the pool
+(whose block may still wait, as for the sequencer round after a send).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Generic, Protocol, TypeVar
 
@@ -30,6 +33,7 @@ import asyncpg
 
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
+Found = TypeVar("Found")
 
 
 class Connections(Protocol):
@@ -43,8 +47,16 @@ class Waiting(Generic[Item, Answer]):
         self.item, self.answer = item, answer
 
 
-class StatementBatcher(ABC, Generic[Item, Answer]):
-    def __init__(self, *, in_flight: int, max_batch: int, patience: float) -> None:
+class StatementBatcher(ABC, Generic[Item, Answer, Found]):
+    def __init__(
+        self,
+        database: Callable[[], Connections],
+        *,
+        in_flight: int,
+        max_batch: int,
+        patience: float,
+    ) -> None:
+        self._database = database
         self._in_flight = in_flight
         self._max_batch = max_batch
         self._patience = patience
@@ -69,9 +81,33 @@ class StatementBatcher(ABC, Generic[Item, Answer]):
         return batch
 
     @abstractmethod
+    async def _statement(self, conn: asyncpg.Connection, items: list[Item]) -> Found:
+        """The one statement for a batch's items."""
+
+    @abstractmethod
+    def _answer(self, item: Item, found: Found) -> Answer:
+        """One caller's answer from the statement's result (in batch order)."""
+
     async def _run(self, batch: list[Waiting[Item, Answer]]) -> None:
-        """Run one batch's statement, call `_slot_free(batch)` exactly once (at the latest
-        when done), and answer every caller of the batch."""
+        freed = False
+        try:
+            async with self._database().connection() as conn:
+                found = await self._statement(conn, [w.item for w in batch])
+                freed = True
+                self._slot_free(batch)
+        except BaseException as exc:
+            if not freed:
+                self._slot_free(batch)
+            for waiting in batch:
+                if not waiting.answer.done():
+                    waiting.answer.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for waiting in batch:
+            answer = self._answer(waiting.item, found)
+            if not waiting.answer.done():
+                waiting.answer.set_result(answer)
 
     def _slot_free(self, batch: list[Waiting[Item, Answer]]) -> None:
         self._running -= 1
@@ -108,9 +144,3 @@ class StatementBatcher(ABC, Generic[Item, Answer]):
     def _rechecked(self) -> None:
         self._recheck = None
         self._start_if_free()
-
-
-def fail_all(batch: list[Waiting[Item, Answer]], exc: BaseException) -> None:
-    for waiting in batch:
-        if not waiting.answer.done():
-            waiting.answer.set_exception(exc)

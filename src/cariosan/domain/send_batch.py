@@ -1,10 +1,9 @@
 """Group commit for the common send (db/messages.send_plain_batch).
 
 Sends that arrive while a statement is in flight go out together, in one statement and one
-commit (domain/batching.py). Many sends
-into one hot channel share one commit instead of taking turns on its row lock, and a busy pool
-pays one round trip for many sends. Each sender is still answered only after its own row
-committed.
+commit (domain/batching.py). Many sends into one hot channel share one commit instead of taking
+turns on its row lock, and a busy pool pays one round trip for many sends. Each sender is still
+answered only after its own row committed.
 
 A channel is in at most one statement in flight per process. The statement locks the channel's
 row until it commits, so a second statement for the same channel would only wait on the first
@@ -21,7 +20,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from cariosan.db import messages as rows
-from cariosan.domain.batching import Connections, StatementBatcher, Waiting, fail_all
+from cariosan.domain.batching import Connections, StatementBatcher, Waiting
 from cariosan.errors import ValidationFailed
 from cariosan.obs.logging import get_logger
 
@@ -40,7 +39,7 @@ Store = Callable[[asyncpg.Connection, list[rows.PlainSend]], Awaitable[Stored]]
 Batch = list[Waiting[rows.PlainSend, rows.MessageRow | None]]
 
 
-class SendBatcher(StatementBatcher[rows.PlainSend, rows.MessageRow | None]):
+class SendBatcher(StatementBatcher[rows.PlainSend, rows.MessageRow | None, Stored]):
     def __init__(
         self,
         database: Callable[[], Connections],
@@ -50,8 +49,7 @@ class SendBatcher(StatementBatcher[rows.PlainSend, rows.MessageRow | None]):
         max_batch: int = MAX_BATCH,
         patience: float = PATIENCE,
     ) -> None:
-        super().__init__(in_flight=in_flight, max_batch=max_batch, patience=patience)
-        self._database = database
+        super().__init__(database, in_flight=in_flight, max_batch=max_batch, patience=patience)
         self._store = store
         # (workspace, channel) of every send in a statement in flight.
         self._busy: set[tuple[uuid.UUID, str]] = set()
@@ -77,35 +75,22 @@ class SendBatcher(StatementBatcher[rows.PlainSend, rows.MessageRow | None]):
         self._busy -= {_channel(w.item) for w in batch}
         super()._slot_free(batch)
 
-    async def _run(self, batch: Batch) -> None:
-        freed = False
-        stored: Stored = {}
+    async def _statement(self, conn: asyncpg.Connection, items: list[rows.PlainSend]) -> Stored:
+        # The connection block waits, after the commit, for the sequencer round that numbers the
+        # events (db/pool.py): the slot is freed before that wait (domain/batching.py).
         try:
-            # The connection block waits, after the commit, for the sequencer round that numbers
-            # the events (db/pool.py): the slot is freed before that wait, not after.
-            async with self._database().connection() as conn:
-                try:
-                    stored = await self._store(conn, [w.item for w in batch])
-                except (ValidationFailed, asyncpg.DeadlockDetectedError) as exc:
-                    # A value PostgreSQL refuses fails the whole statement, and a deadlock with
-                    # a concurrent writer rolls it back: nothing was written, and each send
-                    # takes the general path, which answers it alone.
-                    log.debug("send_batch_fell_back", error=exc.__class__.__name__)
-                freed = True
-                self._slot_free(batch)
-        except BaseException as exc:
-            if not freed:
-                self._slot_free(batch)
-            fail_all(batch, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for waiting in batch:
-            # A repeated id within the batch: its first send got the row, the others fall back
-            # (and find that row as the original).
-            row = stored.pop((waiting.item.workspace_id, waiting.item.message_id), None)
-            if not waiting.answer.done():
-                waiting.answer.set_result(row)
+            return await self._store(conn, items)
+        except (ValidationFailed, asyncpg.DeadlockDetectedError) as exc:
+            # A value PostgreSQL refuses fails the whole statement, and a deadlock with a
+            # concurrent writer rolls it back: nothing was written, and each send takes the
+            # general path, which answers it alone.
+            log.debug("send_batch_fell_back", error=exc.__class__.__name__)
+            return {}
+
+    def _answer(self, item: rows.PlainSend, found: Stored) -> rows.MessageRow | None:
+        # A repeated id within the batch: its first send gets the row, the others fall back (and
+        # find that row as the original).
+        return found.pop((item.workspace_id, item.message_id), None)
 
 
 def _channel(send: rows.PlainSend) -> tuple[uuid.UUID, str]:

@@ -232,14 +232,14 @@ async def live_socket(
     """Live events for the token's user (see API.md for frames and close codes)."""
     await socket.accept()
     try:
-        await _authenticated(socket, services)
+        await _authenticate_and_serve(socket, services)
     except Exception:
         # Never Litestar's bare 4500: logged, and the client reconnects and resumes.
         log.exception("ws_failed")
         await _close(socket, INTERNAL_ERROR, "internal error: reconnect and resume")
 
 
-async def _authenticated(socket: WebSocket[Any, Any, Any], services: Services) -> None:
+async def _authenticate_and_serve(socket: WebSocket[Any, Any, Any], services: Services) -> None:
     address = socket.client.host if socket.client is not None else "unknown"
     try:
         services.auth_failures.check(address)
